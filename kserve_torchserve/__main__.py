@@ -1,0 +1,53 @@
+"""python -m kserve_torchserve: parse settings, serve, exit with the server's code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Sequence
+
+from .errors import StartupError
+from .settings import load_settings
+
+logger = logging.getLogger("kserve_torchserve")
+
+
+def _configure_logging(level: str) -> None:
+    python_level = {"TRACE": "DEBUG", "WARN": "WARNING"}.get(level, level)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("kserve_torchserve", "torchserve"):
+        log = logging.getLogger(name)
+        log.handlers[:] = [handler]
+        log.setLevel(python_level)
+        log.propagate = False
+
+
+def _loop_factory() -> "asyncio.AbstractEventLoop":
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except StartupError as exc:
+        print(f"kserve-torchserve: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.ts.log_level)
+    from .server import serve  # imports kserve's app; after settings so --help stays fast
+
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory) as runner:
+            return runner.run(serve(settings))
+    except StartupError as exc:
+        logger.error("start-up failed: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Async client for TorchServe's gRPC inference and management APIs.
+
+One grpc.aio channel per API for the whole process (a channel per call cost the
+predecessor dearly), a deadline on every call, and TorchServe's errors turned into
+UpstreamError with the HTTP/gRPC status a KServe client should see.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import grpc
+from google.protobuf import empty_pb2
+
+from . import protos
+from .auth import KeyKind, Metadata, TokenSource, TokenUnavailable
+from .errors import UpstreamError
+
+_TOKEN_REJECTED = "Token Authorization failed"
+_MAX_MESSAGE = 2**31 - 1  # size limits are TorchServe's (max_request_size) and kserve's, not the channel's
+
+
+def _clean(details: str | None) -> str:
+    # TorchServe appends the Java exception class on a second line; users need the first.
+    return (details or "").split("\norg.pytorch.serve", 1)[0].strip()
+
+
+def map_rpc_error(err: grpc.aio.AioRpcError, model: str) -> UpstreamError:
+    """TorchServe's gRPC status -> the error our clients get, with a message that says what to do."""
+    code, details = err.code(), err.details() or ""
+    message = _clean(details)
+    if "ModelNotFoundException" in details or "ModelVersionNotFoundException" in details or code == grpc.StatusCode.NOT_FOUND:
+        return UpstreamError(404, f"TorchServe does not serve model {model}: {message}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return UpstreamError(400, f"model {model} rejected the input: {message}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return UpstreamError(
+            504, f"model {model} did not answer in time: {message or 'deadline exceeded'}; "
+            "raise the model's responseTimeout (TS_DEFAULT_RESPONSE_TIMEOUT) or send smaller requests"
+        )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return UpstreamError(
+            413, f"request for model {model} is too large for TorchServe: {message}; "
+            "raise TS_MAX_REQUEST_SIZE / TS_MAX_RESPONSE_SIZE or send smaller inputs"
+        )
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.PERMISSION_DENIED) or (
+        "has no worker" in details
+    ):
+        return UpstreamError(503, f"model {model} is unavailable or overloaded, retry later: {message or code.name}")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return UpstreamError(501, f"model {model}: {message}")
+    return UpstreamError(500, f"model {model} failed: {message or code.name}")
+
+
+class TorchServeClient:
+    def __init__(self, inference_target: str, management_target: str, tokens: TokenSource) -> None:
+        stubs = protos.load()
+        self._pb = stubs.inference_pb2
+        self._mpb = stubs.management_pb2
+        options = [("grpc.max_send_message_length", _MAX_MESSAGE), ("grpc.max_receive_message_length", _MAX_MESSAGE)]
+        self._inference_channel = grpc.aio.insecure_channel(inference_target, options=options)
+        self._management_channel = grpc.aio.insecure_channel(management_target, options=options)
+        self._inference = stubs.inference_pb2_grpc.InferenceAPIsServiceStub(self._inference_channel)
+        self._management = stubs.management_pb2_grpc.ManagementAPIsServiceStub(self._management_channel)
+        self.tokens = tokens
+
+    async def close(self) -> None:
+        await self._inference_channel.close()
+        await self._management_channel.close()
+
+    async def _call(self, kind: KeyKind, method: Any, request: Any, timeout: float, model: str) -> Any:
+        try:
+            metadata: Metadata = await self.tokens.metadata(kind)
+        except TokenUnavailable as exc:
+            raise UpstreamError(503, f"TorchServe is not ready to serve model {model}: {exc}") from None
+        try:
+            return await method(request, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            if not (err.code() == grpc.StatusCode.PERMISSION_DENIED and _TOKEN_REJECTED in (err.details() or "")):
+                raise map_rpc_error(err, model) from None
+        # Rejected at TorchServe's auth interceptor, so the model never saw it: safe to retry once.
+        try:
+            metadata = await self.tokens.on_rejected(kind, metadata)
+            return await method(request, metadata=metadata, timeout=timeout)
+        except TokenUnavailable as exc:
+            raise UpstreamError(503, f"TorchServe rejected our token for model {model}: {exc}") from None
+        except grpc.aio.AioRpcError as err:
+            raise map_rpc_error(err, model) from None
+
+    async def predict(self, model: str, version: str | None, row: Mapping[str, bytes], timeout: float) -> bytes:
+        request = self._pb.PredictionsRequest(model_name=model, model_version=version or "", input=row)
+        response = await self._call("inference", self._inference.Predictions, request, timeout, model)
+        return bytes(response.prediction)
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when TorchServe answers Ping with status Healthy."""
+        try:
+            response = await self._call("inference", self._inference.Ping, empty_pb2.Empty(), timeout, "-")
+        except UpstreamError:
+            return False
+        try:
+            return json.loads(response.health).get("status") == "Healthy"  # type: ignore[no-any-return]
+        except ValueError:
+            return False
+
+    async def describe(self, model: str, version: str | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
+        request = self._mpb.DescribeModelRequest(model_name=model, model_version=version or "")
+        response = await self._call("management", self._management.DescribeModel, request, timeout, model)
+        return json.loads(response.msg)  # type: ignore[no-any-return]

@@ -1,0 +1,52 @@
+"""Our exception types. Request-path errors are kserve's own (they carry HTTP status codes)."""
+
+from __future__ import annotations
+
+from grpc import StatusCode
+from grpc_interceptor.exceptions import GrpcException
+
+
+class StartupError(Exception):
+    """Start-up cannot continue; the message is one line naming what is wrong and how to fix it."""
+
+
+class ConfigError(StartupError):
+    """A setting (CLI flag or environment variable) has a bad value."""
+
+
+class TorchServeStartError(StartupError):
+    """TorchServe did not become ready; the message carries its last log lines."""
+
+
+class TorchServeGaveUp(Exception):
+    """TorchServe kept dying; the supervisor stopped restarting it."""
+
+
+# HTTP status -> the gRPC code kserve's gRPC server should answer with.
+_GRPC_CODES = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    413: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class UpstreamError(GrpcException):
+    """A request failed in or on the way to TorchServe.
+
+    One type for both of kserve's front doors: kserve's gRPC interceptor answers a
+    GrpcException with its ``status_code``; our REST handler (server.py) answers with
+    ``http_status``. kserve's own InferenceError would give every failure 500 on REST
+    and INVALID_ARGUMENT on gRPC.
+    """
+
+    def __init__(self, http_status: int, message: str) -> None:
+        super().__init__(details=message, status_code=getattr(StatusCode, _GRPC_CODES.get(http_status, "INTERNAL")))
+        self.http_status = http_status
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,0 +1,81 @@
+"""TorchServeModel: one kserve.Model per served model name, forwarding to TorchServe over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, Optional, Union
+
+import kserve
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from . import codec
+from .client import TorchServeClient
+from .errors import UpstreamError
+from .model_store import ModelSpec
+
+# Our deadline runs a little past TorchServe's own responseTimeout, so that
+# TorchServe's answer (and its message) arrives first when a handler is slow.
+_DEADLINE_MARGIN_S = 5.0
+
+
+class TorchServeModel(kserve.Model):  # type: ignore[misc]
+    def __init__(
+        self,
+        spec: ModelSpec,
+        client: TorchServeClient,
+        response_timeout_s: float,
+        max_rows: int,
+    ) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.client = client
+        self.deadline_s = response_timeout_s + _DEADLINE_MARGIN_S
+        # TorchServe's job queue holds max_rows requests per model; a request with
+        # more rows could never be queued whole, so it is refused up front.
+        self.max_rows = max_rows
+        self.ready = False
+
+    def load(self) -> bool:
+        # kserve calls load() when a request finds the model not ready; TorchServe owns
+        # loading and the supervisor owns readiness, so this only reports it.
+        return bool(self.ready)
+
+    def stop(self) -> None:
+        self.ready = False
+
+    async def predict(
+        self,
+        payload: Union[Dict[str, Any], InferRequest],
+        headers: Optional[Dict[str, str]] = None,
+        response_headers: Optional[Dict[str, str]] = None,
+    ) -> Union[Dict[str, Any], InferResponse]:
+        if not self.ready:
+            raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
+        is_v2 = isinstance(payload, InferRequest)
+        rows = codec.v2_rows(payload) if is_v2 else codec.v1_rows(payload)
+        if len(rows) > self.max_rows:
+            raise UpstreamError(
+                413,
+                f"request has {len(rows)} instances but model {self.name} queues at most {self.max_rows}: "
+                "split the request, or raise TS_JOB_QUEUE_SIZE",
+            )
+        predictions = await self._predict_rows(rows)
+        if is_v2:
+            return codec.v2_response(payload, self.name, predictions)
+        return codec.v1_response(predictions)
+
+    async def _predict_rows(self, rows: list[codec.Row]) -> list[Any]:
+        """Send every row at once so TorchServe's batcher can group them; keep answers in order."""
+        if len(rows) == 1:  # the common case: skip gather's task overhead
+            return [codec.decode_prediction(await self._predict_one(rows[0]))]
+        results = await asyncio.gather(*(self._predict_one(row) for row in rows), return_exceptions=True)
+        for index, result in enumerate(results):
+            if isinstance(result, UpstreamError):
+                raise UpstreamError(result.http_status, f"instance {index}: {result.message}")
+            if isinstance(result, BaseException):
+                raise result
+        return [codec.decode_prediction(raw) for raw in results]  # type: ignore[arg-type]
+
+    async def _predict_one(self, row: codec.Row) -> bytes:
+        # No version: TorchServe's default version answers, as for its own /predictions/{m}.
+        return await self.client.predict(self.name, None, row, self.deadline_s)

@@ -1,0 +1,215 @@
+"""The whole server's life in one asyncio loop: start-up, serving, shutdown.
+
+We drive kserve's RESTServer and GRPCServer ourselves instead of calling
+``ModelServer.start()``, because its shutdown unloads models from inside a signal
+handler while gRPC requests may still be in flight, and it has no place for a
+supervised child process. Signal handlers only set an event (uvicorn's style); the
+main coroutine does the work in a fixed order:
+stop accepting -> drain HTTP and gRPC -> stop TorchServe -> exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from kserve.model_server import app as kserve_app
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from kserve.protocol.rest.server import RESTServer
+from kserve.model_repository import ModelRepository
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+
+from .auth import TokenSource
+from .client import TorchServeClient
+from .errors import StartupError, TorchServeGaveUp, UpstreamError
+from .model import TorchServeModel
+from .model_store import build_model_store
+from .process import Layout, TorchServeProcess
+from .properties import LOOPBACK, Ports, effective_properties, render_properties
+from .settings import Settings
+from .storage import fetch
+from .supervisor import RestartPolicy, Supervisor
+
+logger = logging.getLogger(__name__)
+
+
+class TorchServeDataPlane(DataPlane):  # type: ignore[misc]
+    """kserve's server readiness is always true; ours is true only when every model is ready."""
+
+    async def ready(self) -> bool:
+        models = self._model_registry.get_models().values()
+        return bool(models) and all(getattr(m, "ready", False) for m in models)
+
+
+async def upstream_error_handler(_: Any, exc: UpstreamError) -> JSONResponse:
+    # One line, no traceback: these are expected failures with a message for the client.
+    logger.warning("request failed (%d): %s", exc.http_status, exc.message)
+    return JSONResponse(status_code=exc.http_status, content={"error": exc.message})
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel says are free now; held open together so they are distinct."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((LOOPBACK, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class Backend:
+    supervisor: Supervisor
+    client: TorchServeClient
+    models: list[TorchServeModel]
+
+
+async def start_backend(settings: Settings, layout: Layout) -> Backend:
+    """Storage -> model store -> config.properties -> TorchServe ready."""
+    storage_dir = await asyncio.to_thread(fetch, settings.storage_uri, layout.root / "download")
+    store = await asyncio.to_thread(build_model_store, storage_dir, layout.model_store, settings.model_name)
+    user_text = ""
+    for path in (store.user_properties, settings.ts.config_file):
+        if path is not None:
+            user_text += path.read_text() + "\n"
+    ports = Ports(*free_ports(5))
+    props = effective_properties(settings.ts, store.specs, ports, str(layout.model_store), user_text)
+    layout.create()
+    layout.config_file.write_text(render_properties(settings.ts, store.specs, ports, str(layout.model_store), user_text))
+    tokens = TokenSource(
+        layout.key_file,
+        props["management_address"],
+        enabled=props.get("disable_token_authorization", "false").strip().lower() != "true",
+    )
+    client = TorchServeClient(f"{LOOPBACK}:{ports.grpc_inference}", f"{LOOPBACK}:{ports.grpc_management}", tokens)
+    response_timeout = max(int(props["default_response_timeout"]), *(s.response_timeout or 0 for s in store.specs))
+    models = [
+        TorchServeModel(spec, client, float(response_timeout), int(props["job_queue_size"])) for spec in store.specs
+    ]
+    supervisor = Supervisor(
+        process_factory=lambda: TorchServeProcess(layout),
+        backend=client,
+        models=models,
+        startup_timeout_s=settings.startup_timeout_s,
+        grace_period_s=settings.grace_period_s,
+        health_interval_s=settings.health_interval_s,
+        policy=RestartPolicy(max_restarts=settings.max_restarts, window_s=settings.restart_window_s),
+        on_restart=tokens.reset,
+    )
+    try:
+        await supervisor.start()
+    except BaseException:
+        await supervisor.stop()
+        await client.close()
+        raise
+    return Backend(supervisor, client, models)
+
+
+async def _first(*aws: "asyncio.Future[Any]") -> set["asyncio.Future[Any]"]:
+    done, _ = await asyncio.wait(set(aws), return_when=asyncio.FIRST_COMPLETED)
+    return done
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until TorchServe cannot be kept alive (exit 1)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    own_work_dir = settings.work_dir is None
+    layout = Layout(Path(tempfile.mkdtemp(prefix="kserve-torchserve-")) if own_work_dir else settings.work_dir.resolve())
+    try:
+        return await _serve(settings, layout, stop)
+    finally:
+        if own_work_dir:
+            shutil.rmtree(layout.root, ignore_errors=True)
+
+
+async def _serve(settings: Settings, layout: Layout, stop: asyncio.Event) -> int:
+    starting = asyncio.ensure_future(start_backend(settings, layout))
+    stopped = asyncio.ensure_future(stop.wait())
+    if starting not in await _first(starting, stopped):
+        logger.info("stop requested during start-up")
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StartupError):
+            await starting
+        return 0
+    stopped.cancel()
+    backend = starting.result()  # raises StartupError for __main__ to report
+
+    registry = ModelRepository()
+    for model in backend.models:
+        registry.update(model)
+    dataplane = TorchServeDataPlane(model_registry=registry)
+    extension = ModelRepositoryExtension(model_registry=registry)
+    kserve_app.add_exception_handler(UpstreamError, upstream_error_handler)
+    rest = RESTServer(
+        FASTAPI_APP_IMPORT_STRING, dataplane, extension, settings.http_port,
+        grace_period=int(settings.grace_period_s),
+    )
+    tasks: dict[str, asyncio.Future[Any]] = {"rest": asyncio.ensure_future(rest.start())}
+    grpc_server = None
+    if settings.enable_grpc:
+        grpc_options = {
+            "grpc_max_send_message_length": settings.grpc_max_send_message_length,
+            "grpc_max_receive_message_length": settings.grpc_max_receive_message_length,
+        }
+        grpc_server = GRPCServer(
+            settings.grpc_port, dataplane, extension, kwargs=grpc_options, grace_period=int(settings.grace_period_s)
+        )
+        tasks["grpc"] = asyncio.ensure_future(grpc_server.start(max_workers=settings.grpc_max_threads))
+    tasks["supervisor"] = asyncio.ensure_future(backend.supervisor.run())
+    tasks["stop"] = asyncio.ensure_future(stop.wait())
+    logger.info(
+        "serving %s on http port %d%s",
+        ", ".join(m.name for m in backend.models),
+        settings.http_port,
+        f", grpc port {settings.grpc_port}" if grpc_server else "",
+    )
+
+    done = await _first(*tasks.values())
+    exit_code = 0
+    if tasks["supervisor"] in done and isinstance(tasks["supervisor"].exception(), TorchServeGaveUp):
+        logger.error("%s", tasks["supervisor"].exception())
+        exit_code = 1
+    elif tasks["rest"] in done and tasks["rest"].exception() is not None:
+        logger.error("HTTP server failed: %s", tasks["rest"].exception())
+        exit_code = 1
+    elif tasks["grpc"] in done if "grpc" in tasks else False:
+        logger.error("gRPC server stopped unexpectedly: %s", tasks["grpc"].exception())
+        exit_code = 1
+    else:
+        logger.info("shutting down: draining in-flight requests")
+
+    # 1. Stop accepting and drain. uvicorn drains on its own after SIGTERM; otherwise tell it.
+    rest._server.should_exit = True  # kserve keeps its uvicorn.Server private
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(tasks["rest"], settings.grace_period_s + 5)
+    if grpc_server is not None and not tasks["grpc"].done():
+        await grpc_server.stop(signal.SIGTERM)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await tasks["grpc"]
+    # 2. Only now stop TorchServe: nothing can still be waiting on it.
+    tasks["supervisor"].cancel()
+    with contextlib.suppress(BaseException):
+        await tasks["supervisor"]
+    tasks["stop"].cancel()
+    await backend.supervisor.stop()
+    await backend.client.close()
+    logger.info("stopped (exit code %d)", exit_code)
+    return exit_code
