@@ -44,6 +44,9 @@ def map_rpc_error(err: grpc.aio.AioRpcError, model: str) -> UpstreamError:
             413, f"request for model {model} is too large for TorchServe: {message}; "
             "raise TS_MAX_REQUEST_SIZE / TS_MAX_RESPONSE_SIZE or send smaller inputs"
         )
+    if message == "Prediction failed":
+        # TorchServe's answer (with 503) when a handler raised: a bug in the handler, not overload.
+        return UpstreamError(500, f"model {model} failed: its handler raised an error (see TorchServe's MODEL_LOG lines)")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.PERMISSION_DENIED) or (
         "has no worker" in details
     ):

@@ -1,4 +1,7 @@
-"""Test handler: echoes each row after sleeping row["sleep"] seconds (for drain and timeout tests)."""
+"""Test handler: echoes each instance after sleeping instance["sleep"] seconds (for drain tests).
+
+A dict instance arrives as one TorchServe input per key, each value JSON text as bytes.
+"""
 
 import json
 import time
@@ -13,9 +16,7 @@ class SleepyHandler(BaseHandler):
     def handle(self, data, context):
         answers = []
         for row in data:
-            value = row.get("data") if row.get("data") is not None else row.get("body")
-            if isinstance(value, (bytes, bytearray)):
-                value = json.loads(value)
+            value = {key: json.loads(raw) for key, raw in row.items()}
             time.sleep(float(value.get("sleep", 0)))
             answers.append({"echo": value})
         return answers
