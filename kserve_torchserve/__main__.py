@@ -14,13 +14,18 @@ logger = logging.getLogger("kserve_torchserve")
 
 
 def _configure_logging(level: str) -> None:
+    """Our lines and TorchServe's at TS_LOG_LEVEL; kserve's and uvicorn's per-request INFO lines
+    (latency, access log, every gRPC call) only at DEBUG, because they cost every request."""
     python_level = {"TRACE": "DEBUG", "WARN": "WARNING"}.get(level, level)
+    quiet_level = python_level if python_level == "DEBUG" else "WARNING"
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("kserve_torchserve", "torchserve"):
+    levels = {"kserve_torchserve": python_level, "torchserve": python_level, "kserve": quiet_level,
+              "kserve.trace": quiet_level, "uvicorn": quiet_level, "uvicorn.access": quiet_level}
+    for name, log_level in levels.items():
         log = logging.getLogger(name)
         log.handlers[:] = [handler]
-        log.setLevel(python_level)
+        log.setLevel(log_level)
         log.propagate = False
 
 

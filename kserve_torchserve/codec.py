@@ -128,6 +128,7 @@ def _numeric_output(predictions: Sequence[Any], float_type: str, binary: bool) -
         array = np.asarray(predictions)
     except ValueError:  # ragged
         return None
+    dtype: type[np.generic]
     if array.dtype.kind == "f":
         dtype, datatype = (np.float64, "FP64") if float_type == "FP64" else (np.float32, "FP32")
     elif array.dtype.kind in "iu":

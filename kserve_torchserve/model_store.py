@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import StartupError
@@ -91,10 +91,42 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)  # file systems without symlinks
 
 
-def build_model_store(storage_dir: Path, store_dir: Path, model_name: str | None = None) -> ModelStore:
+def select_models(
+    found: list[tuple[ModelSpec, Path]], load_models: str | None
+) -> tuple[list[tuple[ModelSpec, Path]], bool]:
+    """Apply TS_LOAD_MODELS (TorchServe's form: ``all``, or ``file.mar,name=file.mar,...``).
+
+    An entry matches a model by file name (``.mar`` optional) or by the name in its
+    manifest. Returns the selection and whether any entry named the model explicitly.
+    """
+    if load_models is None or load_models.strip().lower() == "all":
+        return found, False
+    selected: list[tuple[ModelSpec, Path]] = []
+    renamed = False
+    for entry in (e.strip() for e in load_models.split(",")):
+        if not entry:
+            continue
+        name, _, target = entry.rpartition("=")
+        matches = [(s, p) for s, p in found if target in (p.name, p.stem, s.name)]
+        if not matches:
+            available = ", ".join(f"{p.name} ({s.name})" for s, p in found)
+            raise StartupError(
+                f"TS_LOAD_MODELS entry {entry!r} matches no model; available: {available}. "
+                "Use all, file.mar or name=file.mar, comma-separated"
+            )
+        for spec, path in matches:
+            selected.append((replace(spec, name=name) if name else spec, path))
+        renamed = renamed or bool(name)
+    return selected, renamed
+
+
+def build_model_store(
+    storage_dir: Path, store_dir: Path, model_name: str | None = None, load_models: str | None = None
+) -> ModelStore:
     """Find the models under ``storage_dir`` and lay out ``store_dir`` for TorchServe.
 
-    ``model_name`` renames a single model (KServe passes the InferenceService name).
+    ``load_models`` (TS_LOAD_MODELS) selects and renames; ``model_name`` renames a
+    single model otherwise (KServe passes the InferenceService name).
     """
     mars = _find_mars(storage_dir)
     if not mars:
@@ -102,17 +134,19 @@ def build_model_store(storage_dir: Path, store_dir: Path, model_name: str | None
             f"no model found in {storage_dir}: expected a .mar archive there or in "
             f"{KSERVE_STORE_DIR}/ (build one with torch-model-archiver)"
         )
-    specs = [_spec_from_mar(mar) for mar in mars]
-    if model_name is not None:
+    chosen, renamed = select_models([(_spec_from_mar(mar), mar) for mar in mars], load_models)
+    specs = [spec for spec, _ in chosen]
+    mars = [mar for _, mar in chosen]
+    if model_name is not None and not renamed:
         if len(specs) == 1:
-            specs = [ModelSpec(**{**specs[0].__dict__, "name": model_name})]
+            specs = [replace(specs[0], name=model_name)]
         else:
             logger.warning(
                 "--model_name=%s ignored: %d models found, each is served under its own name",
                 model_name,
                 len(specs),
             )
-    seen: dict[tuple[str, str], Path] = {}
+    seen: dict[tuple[str, str], Path] = {}  # (name, version) -> archive
     for spec, mar in zip(specs, mars):
         key = (spec.name, spec.version)
         if key in seen:
@@ -123,7 +157,7 @@ def build_model_store(storage_dir: Path, store_dir: Path, model_name: str | None
         seen[key] = mar
     store_dir.mkdir(parents=True, exist_ok=True)
     linked: dict[str, Path] = {}
-    for mar in mars:
+    for mar in dict.fromkeys(mars):  # one archive may be loaded under two names
         if mar.name in linked:
             raise StartupError(f"{mar} and {linked[mar.name]} have the same file name: rename one")
         linked[mar.name] = mar

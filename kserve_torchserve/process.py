@@ -38,6 +38,10 @@ class Layout:
         return self.root / "config.properties"
 
     @property
+    def log_config(self) -> Path:
+        return self.root / "log4j2.xml"
+
+    @property
     def model_store(self) -> Path:
         return self.root / "model-store"
 
@@ -102,6 +106,7 @@ class TorchServeProcess:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ts.model_server", "--start", "--foreground",
             "--ts-config", str(self.layout.config_file),
+            *(("--log-config", str(self.layout.log_config)) if self.layout.log_config.is_file() else ()),
             "--model-store", str(self.layout.model_store),
             "--ncs",  # no config snapshots: our config.properties is the only source
             cwd=str(self.layout.root),

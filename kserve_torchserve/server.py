@@ -40,6 +40,7 @@ from .properties import LOOPBACK, Ports, effective_properties, render_properties
 from .settings import Settings
 from .storage import fetch
 from .supervisor import RestartPolicy, Supervisor
+from .tslog import render_log4j2
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class Backend:
 async def start_backend(settings: Settings, layout: Layout) -> Backend:
     """Storage -> model store -> config.properties -> TorchServe ready."""
     storage_dir = await asyncio.to_thread(fetch, settings.storage_uri, layout.root / "download")
-    store = await asyncio.to_thread(build_model_store, storage_dir, layout.model_store, settings.model_name)
+    store = await asyncio.to_thread(
+        build_model_store, storage_dir, layout.model_store, settings.model_name, settings.ts.load_models
+    )
     user_text = ""
     for path in (store.user_properties, settings.ts.config_file):
         if path is not None:
@@ -91,6 +94,7 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
     props = effective_properties(settings.ts, store.specs, ports, str(layout.model_store), user_text)
     layout.create()
     layout.config_file.write_text(render_properties(settings.ts, store.specs, ports, str(layout.model_store), user_text))
+    layout.log_config.write_text(render_log4j2(settings.ts.log_level))
     tokens = TokenSource(
         layout.key_file,
         props["management_address"],
@@ -132,7 +136,8 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     own_work_dir = settings.work_dir is None
-    layout = Layout(Path(tempfile.mkdtemp(prefix="kserve-torchserve-")) if own_work_dir else settings.work_dir.resolve())
+    root = Path(tempfile.mkdtemp(prefix="kserve-torchserve-")) if settings.work_dir is None else settings.work_dir
+    layout = Layout(root.resolve())
     try:
         return await _serve(settings, layout, stop)
     finally:

@@ -9,6 +9,7 @@ That is why an explicit TS_* value is kept apart from the default it replaces:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve PyTorch models with TorchServe behind the KServe model server "
         "(v1, v2 REST and v2 gRPC). TS_* environment variables configure TorchServe; "
         "see README.md for the list.",
-        parents=[model_server.parser],
+        # A copy: argparse's "resolve" edits the actions it replaces, and kserve's
+        # parser must stay as it is for a second call (tests build several).
+        parents=[copy.deepcopy(model_server.parser)],
         conflict_handler="resolve",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -26,7 +26,8 @@ _POLL_S = 0.25
 
 
 class Process(Protocol):
-    returncode: int | None
+    @property
+    def returncode(self) -> int | None: ...
 
     async def start(self) -> None: ...
     async def wait(self) -> int: ...
