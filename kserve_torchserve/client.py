@@ -8,6 +8,7 @@ UpstreamError with the HTTP/gRPC status a KServe client should see.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Mapping
 
 import grpc
@@ -18,6 +19,7 @@ from .auth import KeyKind, Metadata, TokenSource, TokenUnavailable
 from .errors import UpstreamError
 
 _TOKEN_REJECTED = "Token Authorization failed"
+_DEADLINE_MARGIN_S = 5.0
 _MAX_MESSAGE = 2**31 - 1  # size limits are TorchServe's (max_request_size) and kserve's, not the channel's
 
 
@@ -26,10 +28,21 @@ def _clean(details: str | None) -> str:
     return (details or "").split("\norg.pytorch.serve", 1)[0].strip()
 
 
-def map_rpc_error(err: grpc.aio.AioRpcError, model: str) -> UpstreamError:
+def map_rpc_error(
+    err: grpc.aio.AioRpcError, model: str, elapsed_s: float = 0.0, response_timeout_s: float | None = None
+) -> UpstreamError:
     """TorchServe's gRPC status -> the error our clients get, with a message that says what to do."""
     code, details = err.code(), err.details() or ""
     message = _clean(details)
+    if message == "Worker died.":
+        # TorchServe kills a worker that exceeds responseTimeout and says only this; the
+        # time taken tells a timeout from a crash.
+        if response_timeout_s is not None and elapsed_s >= response_timeout_s:
+            return UpstreamError(
+                504, f"model {model} did not answer within its responseTimeout of {response_timeout_s:.0f}s "
+                "(TorchServe restarted the worker); raise TS_DEFAULT_RESPONSE_TIMEOUT or send smaller requests"
+            )
+        return UpstreamError(500, f"model {model} failed: its TorchServe worker died (see TorchServe's log)")
     if "ModelNotFoundException" in details or "ModelVersionNotFoundException" in details or code == grpc.StatusCode.NOT_FOUND:
         return UpstreamError(404, f"TorchServe does not serve model {model}: {message}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -72,28 +85,40 @@ class TorchServeClient:
         await self._inference_channel.close()
         await self._management_channel.close()
 
-    async def _call(self, kind: KeyKind, method: Any, request: Any, timeout: float, model: str) -> Any:
+    async def _call(
+        self, kind: KeyKind, method: Any, request: Any, timeout: float, model: str,
+        response_timeout_s: float | None = None,
+    ) -> Any:
         try:
             metadata: Metadata = await self.tokens.metadata(kind)
         except TokenUnavailable as exc:
             raise UpstreamError(503, f"TorchServe is not ready to serve model {model}: {exc}") from None
+        started = time.monotonic()
         try:
             return await method(request, metadata=metadata, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             if not (err.code() == grpc.StatusCode.PERMISSION_DENIED and _TOKEN_REJECTED in (err.details() or "")):
-                raise map_rpc_error(err, model) from None
+                raise map_rpc_error(err, model, time.monotonic() - started, response_timeout_s) from None
         # Rejected at TorchServe's auth interceptor, so the model never saw it: safe to retry once.
         try:
             metadata = await self.tokens.on_rejected(kind, metadata)
+            started = time.monotonic()
             return await method(request, metadata=metadata, timeout=timeout)
         except TokenUnavailable as exc:
             raise UpstreamError(503, f"TorchServe rejected our token for model {model}: {exc}") from None
         except grpc.aio.AioRpcError as err:
-            raise map_rpc_error(err, model) from None
+            raise map_rpc_error(err, model, time.monotonic() - started, response_timeout_s) from None
 
-    async def predict(self, model: str, version: str | None, row: Mapping[str, bytes], timeout: float) -> bytes:
+    async def predict(
+        self, model: str, version: str | None, row: Mapping[str, bytes], response_timeout_s: float
+    ) -> bytes:
+        """One row through TorchServe; our deadline runs a little past TorchServe's own
+        responseTimeout so that TorchServe's answer (and its message) arrives first."""
         request = self._pb.PredictionsRequest(model_name=model, model_version=version or "", input=row)
-        response = await self._call("inference", self._inference.Predictions, request, timeout, model)
+        response = await self._call(
+            "inference", self._inference.Predictions, request, response_timeout_s + _DEADLINE_MARGIN_S, model,
+            response_timeout_s,
+        )
         return bytes(response.prediction)
 
     async def ping(self, timeout: float = 2.0) -> bool:

@@ -13,10 +13,6 @@ from .client import TorchServeClient
 from .errors import UpstreamError
 from .model_store import ModelSpec
 
-# Our deadline runs a little past TorchServe's own responseTimeout, so that
-# TorchServe's answer (and its message) arrives first when a handler is slow.
-_DEADLINE_MARGIN_S = 5.0
-
 
 class TorchServeModel(kserve.Model):  # type: ignore[misc]
     def __init__(
@@ -29,7 +25,7 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         super().__init__(spec.name)
         self.spec = spec
         self.client = client
-        self.deadline_s = response_timeout_s + _DEADLINE_MARGIN_S
+        self.response_timeout_s = response_timeout_s
         # TorchServe's job queue holds max_rows requests per model; a request with
         # more rows could never be queued whole, so it is refused up front.
         self.max_rows = max_rows
@@ -78,4 +74,4 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
 
     async def _predict_one(self, row: codec.Row) -> bytes:
         # No version: TorchServe's default version answers, as for its own /predictions/{m}.
-        return await self.client.predict(self.name, None, row, self.deadline_s)
+        return await self.client.predict(self.name, None, row, self.response_timeout_s)

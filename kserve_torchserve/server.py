@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import signal
@@ -101,9 +102,12 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
         enabled=props.get("disable_token_authorization", "false").strip().lower() != "true",
     )
     client = TorchServeClient(f"{LOOPBACK}:{ports.grpc_inference}", f"{LOOPBACK}:{ports.grpc_management}", tokens)
-    response_timeout = max(int(props["default_response_timeout"]), *(s.response_timeout or 0 for s in store.specs))
+    entries = json.loads(props["models"])  # the per-model values TorchServe will use
     models = [
-        TorchServeModel(spec, client, float(response_timeout), int(props["job_queue_size"])) for spec in store.specs
+        TorchServeModel(
+            spec, client, float(entries[spec.name][spec.version]["responseTimeout"]), int(props["job_queue_size"])
+        )
+        for spec in store.specs
     ]
     supervisor = Supervisor(
         process_factory=lambda: TorchServeProcess(layout),

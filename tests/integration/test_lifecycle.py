@@ -96,6 +96,16 @@ def test_sigterm_drains_in_flight_requests_and_leaves_nothing(server_factory: An
         urllib.request.urlopen(f"{srv.url}/v2/health/live", timeout=2)
 
 
+def test_handler_slower_than_its_response_timeout_is_504(server_factory: Any, sleepy_store: Path) -> None:
+    srv = server_factory(sleepy_store, env={"TS_DEFAULT_RESPONSE_TIMEOUT": "2"})
+    srv.wait_ready()
+    status, body = http("POST", f"{srv.url}/v1/models/sleepy:predict", {"instances": [{"sleep": 4}]})
+    assert status == 504 and "responseTimeout of 2s" in body["error"]
+    # TorchServe restarts the worker; the model serves again afterwards.
+    _wait_for(lambda: http("POST", f"{srv.url}/v1/models/sleepy:predict", {"instances": [{"sleep": 0}]})[0] == 200,
+              60, "the model to serve again")
+
+
 def test_keeps_serving_past_token_expiry(server_factory: Any, sleepy_store: Path) -> None:
     """TorchServe's keys expire after one minute here; the server must renew them and keep serving."""
     srv = server_factory(sleepy_store, env={"TS_TOKEN_EXPIRATION_MIN": "1"})

@@ -36,3 +36,11 @@ def test_statuses_and_messages(code: grpc.StatusCode, details: str, status: int,
     assert error.http_status == status
     assert fragment in error.message
     assert "org.pytorch.serve" not in error.message
+
+
+def test_worker_death_after_the_response_timeout_is_a_timeout() -> None:
+    err = _err(grpc.StatusCode.INTERNAL, "Worker died.\norg.pytorch.serve.http.InternalServerException")
+    timeout = map_rpc_error(err, "m", elapsed_s=2.1, response_timeout_s=2)
+    assert timeout.http_status == 504 and "responseTimeout of 2s" in timeout.message
+    crash = map_rpc_error(err, "m", elapsed_s=0.3, response_timeout_s=2)
+    assert crash.http_status == 500 and "worker died" in crash.message

@@ -29,3 +29,26 @@ def test_two_models_renamed_by_ts_load_models(tmp_path: Path) -> None:
         assert http("POST", f"{srv.url}/v1/models/unused:predict", {"instances": [{}]})[0] == 404
     finally:
         srv.stop()
+
+
+def test_kserve_layout_user_config_is_merged_under_env(tmp_path: Path) -> None:
+    """<storage>/config/config.properties + <storage>/model-store/*.mar, KServe's documented layout."""
+    storage = tmp_path / "storage"
+    build_mar(ASSETS / "sleepy_handler.py", "sleepy", storage / "model-store")
+    (storage / "config").mkdir()
+    (storage / "config" / "config.properties").write_text(
+        "job_queue_size=7\ndefault_response_timeout=33\ninference_address=http://0.0.0.0:1\n"
+    )
+    srv = Server(storage, tmp_path, env={"TS_DEFAULT_RESPONSE_TIMEOUT": "44"})
+    try:
+        srv.wait_ready()
+        status, body = http("POST", f"{srv.url}/v1/models/sleepy:predict", {"instances": [{}] * 8})
+        assert status == 413 and "queues at most 7" in body["error"]  # the user's value reached us
+        props = (srv.work_dir / "config.properties").read_text()
+        assert "job_queue_size=7" in props
+        assert "default_response_timeout=44" in props  # env beats the user's file
+        assert "inference_address=http://127.0.0.1:" in props  # ours beats both
+        assert http("POST", f"{srv.url}/v1/models/sleepy:predict", {"instances": [{"k": 1}]}) == (
+            200, {"predictions": [{"echo": {"k": 1}}]})
+    finally:
+        srv.stop()
