@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any, Sequence
 
 import numpy as np
@@ -152,7 +153,7 @@ def v2_response(request: InferRequest, model_name: str, predictions: Sequence[An
         output = InferOutput(name="output-0", shape=[len(items)], datatype="BYTES")
         output.set_data_from_numpy(np.array([s.encode("utf-8") for s in items], dtype=object), binary_data=binary)
     return InferResponse(
-        response_id=request.id or "",
+        response_id=request.id or str(uuid.uuid4()),  # as kserve does for requests without an id
         model_name=model_name,
         infer_outputs=[output],
         from_grpc=request.from_grpc,

@@ -1,4 +1,4 @@
-"""Settings + model specs -> TorchServe's config.properties text. Pure: no I/O but parsing text.
+"""Settings + model specs -> TorchServe's config.properties. Pure functions: no I/O.
 
 Precedence, lowest first: our defaults < the user's config.properties < TS_* env
 < keys the wrapper must own (addresses, ports, model store, model list). Owned keys
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from .errors import ConfigError
 from .model_store import ModelSpec
 from .settings import (
     DEFAULT_BATCH_SIZE,
@@ -133,7 +134,10 @@ def effective_properties(
     props = _defaults()
     props.update({k: v for k, v in parse_properties(user_text).items() if k not in OWNED_KEYS})
     props.update({k: v for k, v in _from_env(ts).items() if k not in OWNED_KEYS})
-    response_timeout = int(props.get("default_response_timeout", DEFAULT_RESPONSE_TIMEOUT_S))
+    for key in ("default_response_timeout", "job_queue_size"):  # we use these two ourselves
+        if not props[key].strip().isdigit() or int(props[key]) < 1:
+            raise ConfigError(f"{key}={props[key]!r} in config.properties is invalid: expected an integer >= 1")
+    response_timeout = int(props["default_response_timeout"])
     models: dict[str, dict[str, object]] = {}
     for spec in specs:
         models.setdefault(spec.name, {})[spec.version] = model_entry(spec, ts, response_timeout)
@@ -158,14 +162,8 @@ def effective_properties(
     return props
 
 
-def render_properties(
-    ts: TorchServeOptions,
-    specs: tuple[ModelSpec, ...],
-    ports: Ports,
-    model_store: str,
-    user_text: str = "",
-) -> str:
-    props = effective_properties(ts, specs, ports, model_store, user_text)
+def render_properties(props: dict[str, str]) -> str:
+    """config.properties text for the keys effective_properties() settled on."""
     lines = ["# Written by kserve-torchserve; edits are overwritten at start-up."]
     lines += [f"{key}={value}" for key, value in sorted(props.items())]
     return "\n".join(lines) + "\n"

@@ -94,7 +94,7 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
     ports = Ports(*free_ports(5))
     props = effective_properties(settings.ts, store.specs, ports, str(layout.model_store), user_text)
     layout.create()
-    layout.config_file.write_text(render_properties(settings.ts, store.specs, ports, str(layout.model_store), user_text))
+    layout.config_file.write_text(render_properties(props))
     layout.log_config.write_text(render_log4j2(settings.ts.log_level))
     tokens = TokenSource(
         layout.key_file,

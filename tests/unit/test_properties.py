@@ -11,7 +11,7 @@ DIGITS = ModelSpec(name="digits", version="1.0", mar_name="digits.mar", handler=
 
 
 def render(env: dict[str, str] | None = None, user: str = "", specs: tuple[ModelSpec, ...] = (DIGITS,)) -> dict[str, str]:
-    text = render_properties(parse_ts_env(env or {}), specs, PORTS, "/store", user)
+    text = render_properties(effective_properties(parse_ts_env(env or {}), specs, PORTS, "/store", user))
     return parse_properties(text)
 
 
@@ -85,12 +85,20 @@ def test_passthrough_keys_are_rendered() -> None:
     assert props["disable_system_metrics"] == "true"
 
 
-def test_effective_properties_equal_rendered_text() -> None:
-    ts = parse_ts_env({"TS_BATCH_SIZE": "3"})
-    text = render_properties(ts, (DIGITS,), PORTS, "/store")
-    assert parse_properties(text) == effective_properties(ts, (DIGITS,), PORTS, "/store")
+def test_rendered_text_parses_back_to_the_same_keys() -> None:
+    props = effective_properties(parse_ts_env({"TS_BATCH_SIZE": "3"}), (DIGITS,), PORTS, "/store")
+    assert parse_properties(render_properties(props)) == props
 
 
 def test_parse_properties_handles_java_forms() -> None:
     text = "a=1\n  b : 2\n# c=3\n! d=4\ne=x\\\n  y\nf\n"
     assert parse_properties(text) == {"a": "1", "b": "2", "e": "xy", "f": ""}
+
+
+def test_bad_numbers_in_the_user_file_are_named() -> None:
+    import pytest
+
+    from kserve_torchserve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="default_response_timeout='soon' in config.properties is invalid"):
+        render(user="default_response_timeout=soon")
