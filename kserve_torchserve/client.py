@@ -12,6 +12,7 @@ import time
 from typing import Any, Mapping
 
 import grpc
+import httpx
 from google.protobuf import empty_pb2
 
 from . import protos
@@ -69,8 +70,29 @@ def map_rpc_error(
     return UpstreamError(500, f"model {model} failed: {message or code.name}")
 
 
+def map_rest_error(status: int, body: bytes, model: str) -> UpstreamError:
+    """TorchServe's REST error ({"code", "type", "message"}) on the explain path -> our error."""
+    try:
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = body.decode("utf-8", "replace")[:300]
+    if message == "Prediction failed":
+        # What TorchServe says when the handler raised, e.g. because it has no explain support.
+        return UpstreamError(
+            501, f"model {model} cannot explain: its handler has no explain support or failed while explaining "
+            "(implement explain_handle / get_insights in the handler; see TorchServe's MODEL_LOG lines)"
+        )
+    if status == 404:
+        return UpstreamError(404, f"TorchServe does not serve model {model}: {message}")
+    if status in (400, 413, 503, 504, 507):
+        return UpstreamError(status if status != 507 else 503, f"model {model}: {message}")
+    return UpstreamError(500, f"model {model} failed to explain: {message or status}")
+
+
 class TorchServeClient:
-    def __init__(self, inference_target: str, management_target: str, tokens: TokenSource) -> None:
+    def __init__(
+        self, inference_target: str, management_target: str, tokens: TokenSource, inference_url: str = ""
+    ) -> None:
         stubs = protos.load()
         self._pb = stubs.inference_pb2
         self._mpb = stubs.management_pb2
@@ -80,10 +102,15 @@ class TorchServeClient:
         self._inference = stubs.inference_pb2_grpc.InferenceAPIsServiceStub(self._inference_channel)
         self._management = stubs.management_pb2_grpc.ManagementAPIsServiceStub(self._management_channel)
         self.tokens = tokens
+        # Explanations exist only in TorchServe's REST API (its gRPC API has no explain).
+        self._inference_url = inference_url.rstrip("/")
+        self._http: httpx.AsyncClient | None = None
 
     async def close(self) -> None:
         await self._inference_channel.close()
         await self._management_channel.close()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def _call(
         self, kind: KeyKind, method: Any, request: Any, timeout: float, model: str,
@@ -120,6 +147,28 @@ class TorchServeClient:
             response_timeout_s,
         )
         return bytes(response.prediction)
+
+    async def explain(self, model: str, row: Mapping[str, bytes], response_timeout_s: float) -> bytes:
+        """One row through TorchServe's /explanations: the handler's explain path."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=response_timeout_s + _DEADLINE_MARGIN_S)
+        try:
+            metadata = await self.tokens.metadata("inference")
+        except TokenUnavailable as exc:
+            raise UpstreamError(503, f"TorchServe is not ready to serve model {model}: {exc}") from None
+        # One multipart file per input: the worker gets bytes per key, as over gRPC.
+        files = {name: (name, value, "application/octet-stream") for name, value in row.items()}
+        try:
+            response = await self._http.post(
+                f"{self._inference_url}/explanations/{model}", files=files, headers=dict(metadata)
+            )
+        except httpx.TimeoutException:
+            raise UpstreamError(504, f"model {model} did not explain in time") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(503, f"model {model} is unavailable, retry later: {exc}") from None
+        if response.status_code != 200:
+            raise map_rest_error(response.status_code, response.content, model)
+        return response.content
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when TorchServe answers Ping with status Healthy."""

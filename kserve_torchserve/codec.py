@@ -6,7 +6,10 @@ its own row; the handler sees ``{"data": ...}`` like any stock TorchServe handle
 
 Values travel as bytes (TorchServe's gRPC API has no content types):
 - bytes (v2 BYTES elements, v1 ``{"b64": "..."}``) go as they are;
-- a string goes as its UTF-8 text;
+- a string that is the base64 of an image (PNG, JPEG, GIF, BMP, TIFF, WebP: the
+  runtime description's ``{"data": "iVBORw0KGgo..."}``) goes as the image's bytes,
+  which is what TorchServe's vision handlers open;
+- any other string goes as its UTF-8 text;
 - anything else (numbers, lists, dicts) goes as compact JSON.
 A dict instance maps its keys to inputs of the same names, so
 ``{"data": ..., "extra": ...}`` reaches the handler as those two keys.
@@ -25,12 +28,28 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 Row = dict[str, bytes]
 
+# Base64 of each format's magic bytes. A string starting so that is also valid base64
+# is an image: text (with spaces, punctuation) is never valid base64 of PNG/JPEG magic.
+_IMAGE_B64_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGODdh", "R0lGODlh", "Qk", "SUkqAA", "TU0AKg", "UklGR")
+_MIN_IMAGE_B64 = 24
+
+
+def image_bytes(text: str) -> bytes | None:
+    """The image a base64 string encodes, or None when it is not one."""
+    if len(text) < _MIN_IMAGE_B64 or not text.startswith(_IMAGE_B64_PREFIXES):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+
 
 def encode_value(value: Any) -> bytes:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, str):
-        return value.encode("utf-8")
+        image = image_bytes(value)
+        return image if image is not None else value.encode("utf-8")
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
             return base64.b64decode(value["b64"], validate=True)

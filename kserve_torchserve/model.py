@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Optional, Union
+from typing import Any, Awaitable, Callable, Dict, Optional, Union
 
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -11,7 +11,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from . import codec
 from .client import TorchServeClient
 from .errors import UpstreamError
-from .model_store import ModelSpec
+from .model_config import ModelSpec
 
 
 class TorchServeModel(kserve.Model):  # type: ignore[misc]
@@ -60,17 +60,35 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
             return codec.v2_response(payload, self.name, predictions)
         return codec.v1_response(predictions)
 
+    async def explain(
+        self, payload: Union[Dict[str, Any], InferRequest], headers: Optional[Dict[str, str]] = None
+    ) -> Dict[str, Any]:
+        """v1 :explain -> the handler's explain path, one TorchServe request per instance."""
+        if not self.ready:
+            raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
+        rows = codec.v2_rows(payload) if isinstance(payload, InferRequest) else codec.v1_rows(payload)
+        explanations = await self._send_rows(rows, self._explain_one)
+        return {"explanations": explanations}
+
     async def _predict_rows(self, rows: list[codec.Row]) -> list[Any]:
+        return await self._send_rows(rows, self._predict_one)
+
+    async def _send_rows(
+        self, rows: list[codec.Row], send: Callable[[codec.Row], Awaitable[bytes]]
+    ) -> list[Any]:
         """Send every row at once so TorchServe's batcher can group them; keep answers in order."""
         if len(rows) == 1:  # the common case: skip gather's task overhead
-            return [codec.decode_prediction(await self._predict_one(rows[0]))]
-        results = await asyncio.gather(*(self._predict_one(row) for row in rows), return_exceptions=True)
+            return [codec.decode_prediction(await send(rows[0]))]
+        results = await asyncio.gather(*(send(row) for row in rows), return_exceptions=True)
         for index, result in enumerate(results):
             if isinstance(result, UpstreamError):
                 raise UpstreamError(result.http_status, f"instance {index}: {result.message}")
             if isinstance(result, BaseException):
                 raise result
         return [codec.decode_prediction(raw) for raw in results]  # type: ignore[arg-type]
+
+    async def _explain_one(self, row: codec.Row) -> bytes:
+        return await self.client.explain(self.name, row, self.response_timeout_s)
 
     async def _predict_one(self, row: codec.Row) -> bytes:
         # No version: TorchServe's default version answers, as for its own /predictions/{m}.

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .model_store import ModelSpec
+from .model_config import ModelSpec
 from .settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_JOB_QUEUE_SIZE,

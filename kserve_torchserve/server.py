@@ -101,7 +101,10 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
         props["management_address"],
         enabled=props.get("disable_token_authorization", "false").strip().lower() != "true",
     )
-    client = TorchServeClient(f"{LOOPBACK}:{ports.grpc_inference}", f"{LOOPBACK}:{ports.grpc_management}", tokens)
+    client = TorchServeClient(
+        f"{LOOPBACK}:{ports.grpc_inference}", f"{LOOPBACK}:{ports.grpc_management}", tokens,
+        inference_url=props["inference_address"],
+    )
     entries = json.loads(props["models"])  # the per-model values TorchServe will use
     models = [
         TorchServeModel(

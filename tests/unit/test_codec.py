@@ -104,3 +104,30 @@ def test_v2_response_numeric_and_bytes() -> None:
 
     ints = codec.v2_response(request, "m", [1, 2])
     assert (ints.outputs[0].datatype, ints.outputs[0].as_numpy().tolist()) == ("INT64", [1, 2])
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_base64_images_are_sent_as_image_bytes() -> None:
+    png = _png()
+    text = base64.b64encode(png).decode()
+    assert codec.v1_rows({"instances": [{"data": text}]}) == [{"data": png}]
+    assert codec.v1_rows({"instances": [text]}) == [{"data": png}]
+
+
+@pytest.mark.parametrize("text", [
+    "This movie was absolutely fantastic! Great acting and plot.",
+    "Qk is how this sentence starts, and it is not an image",
+    "iVBORw0KGgo but broken base64 !!!",
+    "/9j/",
+])
+def test_other_strings_stay_text(text: str) -> None:
+    assert codec.v1_rows({"instances": [text]}) == [{"data": text.encode()}]

@@ -41,13 +41,13 @@ def test_kserve_layout_with_config(sleepy_mar: Path, tmp_path: Path) -> None:
 
 def test_no_model_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(StartupError, match=f"no model found in {tmp_path}: expected a .mar archive"):
+    with pytest.raises(StartupError, match=f"no model found in {tmp_path}: expected a .mar/.tar.gz archive"):
         build_model_store(tmp_path, tmp_path / "store")
 
 
 def test_corrupt_mar_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "bad.mar").write_bytes(b"not a zip")
-    with pytest.raises(StartupError, match="bad.mar is not a valid .mar"):
+    with pytest.raises(StartupError, match="bad.mar is not a valid zip archive"):
         build_model_store(tmp_path, tmp_path / "store")
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from kserve_torchserve.model_store import ModelSpec
+from kserve_torchserve.model_config import ModelSpec
 from kserve_torchserve.properties import Ports, effective_properties, parse_properties, render_properties
 from kserve_torchserve.settings import parse_ts_env
 
