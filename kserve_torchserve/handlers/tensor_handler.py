@@ -65,9 +65,17 @@ class TensorHandler(BaseHandler):  # type: ignore[misc]
         raise PredictionException(f"the model returned {type(output).__name__}; expected tensors", 500)
 
     def _run(self, inputs: dict[str, torch.Tensor]) -> Any:
-        if list(inputs) == ["data"]:
-            return self.model(inputs["data"])
-        return self.model(**inputs)
+        shapes = ", ".join(f"{name} {list(t.shape)}" for name, t in inputs.items())
+        try:
+            if list(inputs) == ["data"]:
+                return self.model(inputs["data"])
+            return self.model(**inputs)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            # With tensors straight from the request, a failing forward is nearly always
+            # input of the wrong shape or type: tell the client, in one line.
+            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+            cause = lines[-1].strip() if lines else type(exc).__name__  # TorchScript puts the cause last
+            raise PredictionException(f"the model rejected inputs of shape {shapes}: {cause}", 400)
 
     def inference(self, rows: list[dict[str, torch.Tensor]], *args: Any, **kwargs: Any) -> list[Any]:
         names = list(rows[0])
