@@ -39,7 +39,7 @@ from .model_store import build_model_store
 from .process import Layout, TorchServeProcess
 from .properties import LOOPBACK, Ports, effective_properties, render_properties
 from .settings import Settings
-from .storage import fetch
+from .storage import fetch_in_child
 from .supervisor import RestartPolicy, Supervisor
 from .tslog import render_log4j2
 
@@ -83,7 +83,9 @@ class Backend:
 
 async def start_backend(settings: Settings, layout: Layout) -> Backend:
     """Storage -> model store -> config.properties -> TorchServe ready."""
-    storage_dir = await asyncio.to_thread(fetch, settings.storage_uri, layout.root / "download")
+    storage_dir = await fetch_in_child(
+        settings.storage_uri, layout.root / "download", settings.max_unpacked_bytes, settings.ts.log_level
+    )
     store = await asyncio.to_thread(
         build_model_store, storage_dir, layout.model_store, settings.model_name, settings.ts.load_models
     )

@@ -97,6 +97,7 @@ class Settings:
     max_restarts: int
     restart_window_s: float
     health_interval_s: float
+    max_unpacked_bytes: int
     ts: TorchServeOptions = field(default_factory=TorchServeOptions)
 
 
@@ -218,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="Seconds between checks of TorchServe's worker states (model readiness).",
     )
+    parser.add_argument(
+        "--max_unpacked_bytes",
+        type=int,
+        default=32 * 2**30,
+        help="Largest size a model archive (.tar.gz/.zip storage URI) may expand to; bigger ones are refused.",
+    )
     return parser
 
 
@@ -245,5 +252,6 @@ def load_settings(
         max_restarts=args.max_restarts,
         restart_window_s=args.restart_window,
         health_interval_s=args.health_interval,
+        max_unpacked_bytes=args.max_unpacked_bytes,
         ts=parse_ts_env(env),
     )
