@@ -66,8 +66,10 @@ class Layout:
             path.mkdir(parents=True, exist_ok=True)
 
 
-def child_env(layout: Layout, base: Mapping[str, str]) -> dict[str, str]:
+def child_env(layout: Layout, base: Mapping[str, str], torch_threads: int | None = None) -> dict[str, str]:
     env = dict(base)
+    if torch_threads is not None and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(torch_threads)  # read by torch in every worker (see cpus.py)
     # The launcher would read TS_CONFIG_FILE instead of our config.properties.
     env.pop("TS_CONFIG_FILE", None)
     env.update(
@@ -82,9 +84,12 @@ def child_env(layout: Layout, base: Mapping[str, str]) -> dict[str, str]:
 
 
 class TorchServeProcess:
-    def __init__(self, layout: Layout, env: Mapping[str, str] | None = None, tail_lines: int = 60) -> None:
+    def __init__(
+        self, layout: Layout, env: Mapping[str, str] | None = None, tail_lines: int = 60,
+        torch_threads: int | None = None,
+    ) -> None:
         self.layout = layout
-        self._env = child_env(layout, os.environ if env is None else env)
+        self._env = child_env(layout, os.environ if env is None else env, torch_threads)
         self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None

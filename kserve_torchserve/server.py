@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import logging
 import shutil
 import signal
@@ -33,6 +34,7 @@ from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 
 from .auth import TokenSource
 from .client import TorchServeClient
+from .cpus import threads_per_worker
 from .errors import StartupError, TorchServeGaveUp, UpstreamError
 from .model import TorchServeModel
 from .model_store import build_model_store
@@ -114,8 +116,10 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
         )
         for spec in store.specs
     ]
+    workers = sum(entry["minWorkers"] for versions in entries.values() for entry in versions.values())
+    torch_threads = threads_per_worker(workers)
     supervisor = Supervisor(
-        process_factory=lambda: TorchServeProcess(layout),
+        process_factory=lambda: TorchServeProcess(layout, torch_threads=torch_threads),
         backend=client,
         models=models,
         startup_timeout_s=settings.startup_timeout_s,
@@ -126,11 +130,39 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
     )
     try:
         await supervisor.start()
+        await log_summary(settings, client, models, props, os.environ.get("OMP_NUM_THREADS", str(torch_threads)))
     except BaseException:
         await supervisor.stop()
         await client.close()
         raise
     return Backend(supervisor, client, models)
+
+
+async def log_summary(
+    settings: Settings, client: TorchServeClient, models: list[TorchServeModel], props: dict[str, str], threads: str
+) -> None:
+    """One block at start-up with what is being served, and how."""
+    import ts.version
+
+    lines = [
+        f"kserve-torchserve serving {settings.storage_uri} with TorchServe {ts.version.__version__}",
+        f"  ports: http {settings.http_port}, grpc {settings.grpc_port if settings.enable_grpc else 'off'}"
+        f" (TorchServe on loopback: {props['inference_address']}, grpc {props['grpc_inference_port']})",
+        f"  number_of_gpu={props['number_of_gpu']}, torch threads per worker={threads}",
+    ]
+    for model in models:
+        (description, *_) = await client.describe(model.name) or [{}]
+        workers = description.get("workers") or []
+        gpus = sum(1 for w in workers if w.get("gpu"))
+        device = f"GPU ({gpus} of {len(workers)} workers)" if gpus else "CPU (no GPU assigned)"
+        lines.append(
+            f"  model {model.name} v{description.get('modelVersion', model.spec.version)}: "
+            f"handler {model.spec.handler or '?'}, workers {len(workers)} "
+            f"(min {description.get('minWorkers')}, max {description.get('maxWorkers')}), "
+            f"batch size {description.get('batchSize')}, max batch delay {description.get('maxBatchDelay')} ms, "
+            f"response timeout {description.get('responseTimeout')} s, device {device}"
+        )
+    logger.info("%s", "\n".join(lines))
 
 
 async def _first(*aws: "asyncio.Future[Any]") -> set["asyncio.Future[Any]"]:

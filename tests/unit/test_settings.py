@@ -101,3 +101,14 @@ def test_config_file_variable(tmp_path: Path) -> None:
 def test_negative_max_restarts_is_refused() -> None:
     with pytest.raises(ConfigError, match="--max_restarts=-1"):
         load_settings(["--max_restarts", "-1"], env={})
+
+
+def test_threads_per_worker_shares_the_cores(tmp_path: Path) -> None:
+    from kserve_torchserve.cpus import cgroup_cpu_limit, threads_per_worker
+
+    assert threads_per_worker(2, cpus=8) == 4
+    assert threads_per_worker(16, cpus=8) == 1
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_limit(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(tmp_path) is None

@@ -1,0 +1,293 @@
+"""Throughput and latency, side by side in one run: ours vs TorchServe called directly vs in-process.
+
+Systems, on the same model and payload, against one server of ours (whose TorchServe,
+with the same config.properties, is also called directly):
+  ours-v1-rest, ours-v2-rest (wrk), ours-v2-grpc (grpc.aio closed loop)
+  ts-rest (wrk, /predictions/{m}), ts-grpc (grpc.aio, Predictions)
+  in-process: the same model and pre/post-processing in a plain loop (the limit)
+Workloads: W1 the digits MLP (serving overhead dominates), W2 resnet18 on a 224x224
+PNG with TorchServe's image_classifier (compute dominates). Closed-loop sweep over
+concurrency with a warm-up; W1 also with batch size 8 at concurrency 32.
+Reports req/s, p50/p99 latency, ours/TS-direct and ours/limit ratios, and CPU time
+per request of each process (ours, java, workers).
+
+  benchmarks/setup.sh && .venv/bin/python benchmarks/run.py [--quick]
+Writes benchmarks/results/<date>.json, prints a table, and plots <date>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import load  # noqa: E402
+from kserve_torchserve.properties import parse_properties  # noqa: E402
+from tests.helpers import Server  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class Processes:
+    """CPU time of our server, TorchServe's java and its workers."""
+
+    def __init__(self, server: Server) -> None:
+        java = server.java_pid()
+        self.groups = {"ours": [server.proc.pid], "java": [java], "workers": _children(java)}
+
+    def snapshot(self) -> dict[str, float]:
+        out = {}
+        for name, pids in self.groups.items():
+            total = 0.0
+            for pid in pids:
+                try:
+                    total += _cpu_seconds(pid)
+                except OSError:
+                    pass
+            out[name] = total
+        return out
+
+
+def measure(call: Callable[[], dict[str, Any]], procs: Processes) -> dict[str, Any]:
+    before = procs.snapshot()
+    result = call()
+    after = procs.snapshot()
+    requests = max(result["requests"], 1)
+    result["cpu_ms_per_request"] = {k: round(1000 * (after[k] - before[k]) / requests, 3) for k in before}
+    return result
+
+
+def in_process_limit(workload: str, build: Path, payload: Any, seconds: float) -> dict[str, Any]:
+    """The same model and processing in a loop, one thread per worker's share: no server at all."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1)))
+    if workload == "W1":
+        model = torch.jit.load(str(build / "model.pt"))
+        row = json.dumps(payload).encode()
+
+        def once() -> None:
+            with torch.inference_mode():
+                torch.softmax(model(torch.tensor([json.loads(row)], dtype=torch.float32)), dim=1).tolist()
+    else:
+        from PIL import Image
+        from torchvision import transforms
+
+        model = torch.jit.load(str(build / "model.pt"))
+        steps = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                                    transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+        image = base64.b64decode(payload["data"])
+
+        def once() -> None:
+            tensor = steps(Image.open(io.BytesIO(image)).convert("RGB")).unsqueeze(0)
+            with torch.inference_mode():
+                torch.topk(torch.softmax(model(tensor), dim=1), 5)
+
+    for _ in range(20):
+        once()
+    latencies = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        once()
+        latencies.append(time.perf_counter() - start)
+    return load.summary(latencies, seconds)
+
+
+def build_workloads(work: Path) -> dict[str, dict[str, Any]]:
+    digits = ROOT / "examples" / "digits" / "build"
+    if not (digits / "model-store" / "digits.mar").is_file():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_digits_example.py"), "--out", str(digits)],
+                       check=True)
+    instance = json.loads((digits / "request.json").read_text())["instances"][0]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("image_example", ROOT / "examples" / "image_classifier" / "build.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    image_dir = module.build(work / "image")
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(buffer, "PNG")
+    png_b64 = base64.b64encode(buffer.getvalue()).decode()
+    return {
+        "W1": {"storage": digits / "model-store", "build": digits, "model": "digits", "instance": instance,
+               "ts_body": json.dumps(instance).encode(),
+               "v2": {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": instance}]},
+               "ts_row": {"data": json.dumps(instance).encode()}},
+        "W2": {"storage": image_dir, "build": image_dir, "model": "model", "instance": {"data": png_b64},
+               "ts_body": base64.b64decode(png_b64),
+               "v2": {"inputs": [{"name": "data", "shape": [1], "datatype": "BYTES", "data": [png_b64]}]},
+               "ts_row": {"data": base64.b64decode(png_b64)}},
+    }
+
+
+def bench_server(name: str, workload: dict[str, Any], env: dict[str, str], levels: list[int], seconds: float,
+                 work: Path) -> dict[str, Any]:
+    tmp = work / name
+    tmp.mkdir()
+    model = workload["model"]
+    server = Server(workload["storage"], tmp, model_name=model, env=env)
+    try:
+        started = time.perf_counter()
+        server.wait_ready(timeout=300)
+        startup = time.perf_counter() - started
+        props = parse_properties((server.work_dir / "config.properties").read_text())
+        key = json.loads((server.work_dir / "key_file.json").read_text())["inference"]["key"]
+        procs = Processes(server)
+        ts_rest = props["inference_address"]
+        ts_grpc = f"127.0.0.1:{props['grpc_inference_port']}"
+        v1 = json.dumps({"instances": [workload["instance"]]}).encode()
+        v2 = json.dumps(workload["v2"]).encode()
+        rest_targets = {
+            "ours-v1-rest": (f"{server.url}/v1/models/{model}:predict", v1, "application/json", {}),
+            "ours-v2-rest": (f"{server.url}/v2/models/{model}/infer", v2, "application/json", {}),
+            "ts-rest": (f"{ts_rest}/predictions/{model}", workload["ts_body"],
+                        "application/json" if name.startswith("W1") else "application/octet-stream",
+                        {"Authorization": f"Bearer {key}"}),
+        }
+        results: dict[str, Any] = {"startup_to_ready_s": round(startup, 2), "systems": {}}
+        for level in levels:
+            for system, (url, body, ctype, headers) in rest_targets.items():
+                results["systems"].setdefault(system, {})[level] = measure(
+                    lambda: load.wrk(url, body, ctype, headers, level, seconds), procs)
+            results["systems"].setdefault("ours-v2-grpc", {})[level] = measure(
+                lambda: asyncio.run(load.grpc_ours(f"127.0.0.1:{server.grpc_port}", model, workload, level, seconds)),
+                procs)
+            results["systems"].setdefault("ts-grpc", {})[level] = measure(
+                lambda: asyncio.run(load.grpc_ts(ts_grpc, model, workload["ts_row"], key, level, seconds)), procs)
+            print(f"  {name} c={level}: " + ", ".join(
+                f"{s} {results['systems'][s][level]['rps']:.0f}/s" for s in results["systems"]), flush=True)
+        return results
+    finally:
+        server.stop()
+
+
+def ratios(run: dict[str, Any], limit: dict[str, Any]) -> dict[str, Any]:
+    systems = run["systems"]
+    best = {s: max(points.values(), key=lambda p: p["rps"]) for s, points in systems.items()}
+    out = {
+        "best_rps": {s: round(p["rps"], 1) for s, p in best.items()},
+        "ours_v1_rest_vs_ts_rest": round(best["ours-v1-rest"]["rps"] / best["ts-rest"]["rps"], 3),
+        "ours_v2_rest_vs_ts_rest": round(best["ours-v2-rest"]["rps"] / best["ts-rest"]["rps"], 3),
+        "ours_v2_grpc_vs_ts_grpc": round(best["ours-v2-grpc"]["rps"] / best["ts-grpc"]["rps"], 3),
+        "ours_v1_rest_vs_limit": round(best["ours-v1-rest"]["rps"] / limit["rps"], 3),
+    }
+    if 1 in systems["ours-v1-rest"]:
+        out["added_p50_ms_at_c1"] = {
+            "v1-rest vs ts-rest": round(systems["ours-v1-rest"][1]["p50_ms"] - systems["ts-rest"][1]["p50_ms"], 3),
+            "v2-grpc vs ts-grpc": round(systems["ours-v2-grpc"][1]["p50_ms"] - systems["ts-grpc"][1]["p50_ms"], 3),
+        }
+    return out
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [k for k in report["runs"]]
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], runs):
+        for system, points in report["runs"][name]["systems"].items():
+            levels = sorted(int(k) for k in points)
+            ax.plot(levels, [points[k]["rps"] for k in levels], marker="o", label=system)
+        limit = report["limits"][name.split("-")[0]]["rps"]
+        ax.axhline(limit, color="grey", linestyle="--", label="in-process limit")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency (closed loop)")
+        ax.set_ylabel("requests / s")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer levels and shorter points (a smoke run)")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: run benchmarks/setup.sh first")
+    levels = [1, 8, 32] if args.quick else [1, 2, 4, 8, 16, 32, 64]
+    seconds = 2.0 if args.quick else args.seconds
+    report: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                              "cpus": os.cpu_count(), "seconds_per_point": seconds, "runs": {}, "limits": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        workloads = build_workloads(work)
+        plan = [("W1", "W1", {}, levels), ("W1-batch8", "W1", {"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "5"},
+                                           [32] if args.quick else [8, 32, 64]),
+                ("W1-batch1-c32", "W1", {}, [32]), ("W2", "W2", {"TS_BATCH_SIZE": "4", "TS_MAX_BATCH_DELAY": "10"},
+                                                    [1, 4, 16] if args.quick else [1, 2, 4, 8, 16])]
+        for name, workload, env, run_levels in plan:
+            if name == "W1-batch1-c32" and 32 in levels:
+                continue  # the W1 sweep already has it
+            print(f"{name}: {workload} with {env or 'defaults'}", flush=True)
+            report["runs"][name] = bench_server(name, workloads[workload], env, run_levels, seconds, work)
+        for workload in ("W1", "W2"):
+            report["limits"][workload] = in_process_limit(workload, workloads[workload]["build"],
+                                                          workloads[workload]["instance"], seconds)
+    for name, run in report["runs"].items():
+        run["ratios"] = ratios(run, report["limits"][name.split("-")[0]])
+    w1, w1b = report["runs"]["W1"]["systems"], report["runs"]["W1-batch8"]["systems"]
+    report["batching_gain_w1_c32"] = {s: round(w1b[s][32]["rps"] / w1[s][32]["rps"], 3) for s in w1 if 32 in w1b.get(s, {})}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.date.today().isoformat()
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
+    plot(report, RESULTS / f"{stamp}.png")
+    print_table(report)
+    print(f"wrote {RESULTS / f'{stamp}.json'} and {RESULTS / f'{stamp}.png'}")
+    return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    for name, run in report["runs"].items():
+        print(f"\n{name} (start-up to ready {run['startup_to_ready_s']} s)")
+        print(f"{'system':<14} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  cpu ms/req (ours/java/workers)")
+        for system, points in run["systems"].items():
+            for level in sorted(points, key=int):
+                p = points[level]
+                cpu = p["cpu_ms_per_request"]
+                print(f"{system:<14} {level:>4} {p['rps']:9.1f} {p['p50_ms']:8.2f} {p['p99_ms']:8.2f}  "
+                      f"{cpu['ours']:.2f}/{cpu['java']:.2f}/{cpu['workers']:.2f}")
+        print("ratios:", json.dumps(run["ratios"]))
+    for workload, limit in report["limits"].items():
+        print(f"in-process limit {workload}: {limit['rps']:.1f} req/s, p50 {limit['p50_ms']:.3f} ms")
+    print("batching gain W1 c=32 (batch 8 / batch 1):", json.dumps(report["batching_gain_w1_c32"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

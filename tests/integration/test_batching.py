@@ -1,0 +1,73 @@
+"""Dynamic batching that really batches, workers and threads, with the real TorchServe."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from kserve_torchserve.cpus import available_cpus
+from kserve_torchserve.properties import parse_properties
+from tests.helpers import ASSETS, Server, build_mar, http
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    store = tmp_path_factory.mktemp("batch-store")
+    build_mar(ASSETS / "batch_echo_handler.py", "echo", store)
+    env = {"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "300", "TS_DEFAULT_WORKERS_PER_MODEL": "2"}
+    env_without_threads = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    srv = Server(store, tmp_path_factory.mktemp("batch-server"), env={**env_without_threads, **env})
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _predict(server: Server, instances: list[Any]) -> list[dict[str, Any]]:
+    status, body = http("POST", f"{server.url}/v1/models/echo:predict", {"instances": instances})
+    assert status == 200, body
+    return body["predictions"]  # type: ignore[no-any-return]
+
+
+def test_one_request_with_many_instances_is_batched_in_order(server: Server) -> None:
+    answers = _predict(server, [[i] for i in range(8)])
+    assert [a["echo"] for a in answers] == [[i] for i in range(8)]
+    assert max(a["batch_size"] for a in answers) > 1
+
+
+def test_concurrent_requests_are_batched_and_answered_to_the_right_caller(server: Server) -> None:
+    def call(i: int) -> tuple[int, list[dict[str, Any]]]:
+        return i, _predict(server, [{"caller": i}])
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(call, range(16)))
+    for i, (answer,) in results:
+        assert answer["echo"] == {"caller": i}
+    assert max(answer["batch_size"] for _, (answer,) in results) > 1
+
+
+def test_workers_and_batching_reach_torchserve(server: Server) -> None:
+    props = parse_properties((server.work_dir / "config.properties").read_text())
+    key = json.loads((server.work_dir / "key_file.json").read_text())["management"]["key"]
+    request = urllib.request.Request(f"{props['management_address']}/models/echo",
+                                     headers={"Authorization": f"Bearer {key}"})
+    (description,) = json.loads(urllib.request.urlopen(request, timeout=10).read())
+    assert (description["batchSize"], description["maxBatchDelay"]) == (8, 300)
+    assert (description["minWorkers"], description["maxWorkers"], len(description["workers"])) == (2, 2, 2)
+    assert "workers 2 (min 2, max 2), batch size 8, max batch delay 300 ms" in server.log()
+    assert "device CPU (no GPU assigned)" in server.log()
+
+
+def test_torch_threads_do_not_oversubscribe_the_cores(server: Server) -> None:
+    (answer,) = _predict(server, [0])
+    assert answer["threads"] == max(1, available_cpus() // 2)
+    assert f"torch threads per worker={max(1, available_cpus() // 2)}" in server.log()
