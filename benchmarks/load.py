@@ -60,7 +60,7 @@ def wrk(url: str, body: bytes, ctype: str, headers: dict[str, str], connections:
         threads = str(min(2, connections))
         base = ["wrk", "-t", threads, "-c", str(connections), "-s", str(script), "--timeout", "30s", url]
         subprocess.run(base[:5] + ["-d", "1s"] + base[5:], capture_output=True, check=True)  # warm-up
-        out = subprocess.run(base[:5] + ["-d", f"{seconds}s"] + base[5:], capture_output=True, text=True,
+        out = subprocess.run(base[:5] + ["-d", f"{int(seconds)}s"] + base[5:], capture_output=True, text=True,
                              check=True).stdout
     match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
     if not match:

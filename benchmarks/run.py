@@ -49,10 +49,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    import psutil
+
+    return [child.pid for child in psutil.Process(pid).children(recursive=True)]
 
 
 class Processes:

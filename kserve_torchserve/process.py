@@ -109,7 +109,7 @@ class TorchServeProcess:
         self.layout.create()
         self.layout.pid_file.unlink(missing_ok=True)  # a stale one from a killed instance blocks start
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ts.model_server", "--start", "--foreground",
+            sys.executable, "-m", "kserve_torchserve.ts_launcher", "--start", "--foreground",
             "--ts-config", str(self.layout.config_file),
             *(("--log-config", str(self.layout.log_config)) if self.layout.log_config.is_file() else ()),
             "--model-store", str(self.layout.model_store),

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
 import pytest
 
 from tests.helpers import ASSETS, Server, build_mar, http, processes_under
@@ -94,6 +95,19 @@ def test_sigterm_drains_in_flight_requests_and_leaves_nothing(server_factory: An
     # Stopped accepting: the port is closed now.
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{srv.url}/v2/health/live", timeout=2)
+
+
+def test_a_killed_server_leaves_no_torchserve_behind(server_factory: Any, sleepy_store: Path) -> None:
+    srv = server_factory(sleepy_store)
+    srv.wait_ready()
+    java = srv.java_pid()
+    srv.proc.send_signal(signal.SIGKILL)  # no chance to clean up: the launcher must notice on its own
+    srv.wait_exit(timeout=10)
+    _wait_for(lambda: not processes_under(srv.work_dir), 60, "TorchServe to stop after its parent died")
+    try:  # gone, or a zombie waiting for this sandbox's init to reap it
+        assert psutil.Process(java).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        pass
 
 
 def test_handler_slower_than_its_response_timeout_is_504(server_factory: Any, sleepy_store: Path) -> None:
