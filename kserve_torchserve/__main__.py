@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import warnings
 from typing import Sequence
 
 from .errors import StartupError
@@ -44,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kserve-torchserve: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.ts.log_level)
+    # kserve 0.21 answers with FastAPI's ORJSONResponse, which FastAPI now warns about on
+    # the first request: kserve's to change, and noise in every pod's log until then.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     from .server import serve  # imports kserve's app; after settings so --help stays fast
 
     try:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Awaitable, Callable, Dict, Optional, Union
 
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from . import codec
+from . import codec, metrics
 from .client import TorchServeClient
 from .errors import UpstreamError
 from .model_config import ModelSpec
@@ -45,6 +46,16 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         headers: Optional[Dict[str, str]] = None,
         response_headers: Optional[Dict[str, str]] = None,
     ) -> Union[Dict[str, Any], InferResponse]:
+        started = time.perf_counter()
+        try:
+            response = await self._predict(payload)
+        except Exception as exc:
+            metrics.count(self.name, started, exc)
+            raise
+        metrics.count(self.name, started)
+        return response
+
+    async def _predict(self, payload: Union[Dict[str, Any], InferRequest]) -> Union[Dict[str, Any], InferResponse]:
         if not self.ready:
             raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
         is_v2 = isinstance(payload, InferRequest)
@@ -64,6 +75,16 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         self, payload: Union[Dict[str, Any], InferRequest], headers: Optional[Dict[str, str]] = None
     ) -> Dict[str, Any]:
         """v1 :explain -> the handler's explain path, one TorchServe request per instance."""
+        started = time.perf_counter()
+        try:
+            response = await self._explain(payload)
+        except Exception as exc:
+            metrics.count(self.name, started, exc)
+            raise
+        metrics.count(self.name, started)
+        return response
+
+    async def _explain(self, payload: Union[Dict[str, Any], InferRequest]) -> Dict[str, Any]:
         if not self.ready:
             raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
         rows = codec.v2_rows(payload) if isinstance(payload, InferRequest) else codec.v1_rows(payload)

@@ -37,6 +37,7 @@ from .client import TorchServeClient
 from .cpus import threads_per_worker
 from .errors import StartupError, TorchServeGaveUp, UpstreamError
 from .model import TorchServeModel
+from .metrics import MetricsScraper, merged_metrics_config
 from .model_store import build_model_store
 from .process import Layout, TorchServeProcess
 from .properties import LOOPBACK, Ports, effective_properties, render_properties
@@ -65,9 +66,17 @@ class LeanRESTServer(RESTServer):  # type: ignore[misc]
     stay: kserve.Model records them.
     """
 
+    metrics: MetricsScraper | None = None
+
     def _add_middlewares(self, app: Any) -> None:
         if logging.getLogger("kserve.trace").isEnabledFor(logging.INFO):
             super()._add_middlewares(app)
+
+    def _register_endpoints(self, app: Any) -> None:
+        # Registered first, so it answers /metrics instead of kserve's (KServe's registry only).
+        if self.metrics is not None:
+            app.add_api_route("/metrics", self.metrics.handle, methods=["GET"])
+        super()._register_endpoints(app)
 
 
 async def upstream_error_handler(_: Any, exc: UpstreamError) -> JSONResponse:
@@ -95,6 +104,7 @@ class Backend:
     supervisor: Supervisor
     client: TorchServeClient
     models: list[TorchServeModel]
+    metrics_url: str
 
 
 async def start_backend(settings: Settings, layout: Layout) -> Backend:
@@ -111,6 +121,14 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
             user_text += path.read_text() + "\n"
     ports = Ports(*free_ports(5))
     props = effective_properties(settings.ts, store.specs, ports, str(layout.model_store), user_text)
+    user_metrics = next((p for p in (storage_dir / "metrics.yaml", storage_dir / "config" / "metrics.yaml")
+                         if storage_dir.is_dir() and p.is_file()), None)
+    if user_metrics is not None and "metrics_config" not in props:
+        import ts
+
+        default = Path(ts.__file__).parent / "configs" / "metrics.yaml"
+        layout.create()
+        props["metrics_config"] = str(merged_metrics_config(default, user_metrics, layout.root / "metrics.yaml"))
     layout.create()
     layout.config_file.write_text(render_properties(props))
     layout.log_config.write_text(render_log4j2(settings.ts.log_level))
@@ -124,12 +142,15 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
         inference_url=props["inference_address"],
     )
     entries = json.loads(props["models"])  # the per-model values TorchServe will use
+    debug = logging.getLogger("kserve.trace").isEnabledFor(logging.INFO)
     models = [
         TorchServeModel(
             spec, client, float(entries[spec.name][spec.version]["responseTimeout"]), int(props["job_queue_size"])
         )
         for spec in store.specs
     ]
+    for model in models:
+        model.enable_latency_logging = debug  # kserve's per-request line with the request id: DEBUG only
     workers = sum(entry["minWorkers"] for versions in entries.values() for entry in versions.values())
     torch_threads = threads_per_worker(workers)
     supervisor = Supervisor(
@@ -149,7 +170,7 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
         await supervisor.stop()
         await client.close()
         raise
-    return Backend(supervisor, client, models)
+    return Backend(supervisor, client, models, props["metrics_address"])
 
 
 async def log_summary(
@@ -222,6 +243,7 @@ async def _serve(settings: Settings, layout: Layout, stop: asyncio.Event) -> int
         FASTAPI_APP_IMPORT_STRING, dataplane, extension, settings.http_port,
         grace_period=int(settings.grace_period_s),
     )
+    rest.metrics = MetricsScraper(backend.metrics_url)
     tasks: dict[str, asyncio.Future[Any]] = {"rest": asyncio.ensure_future(rest.start())}
     grpc_server = None
     if settings.enable_grpc:
@@ -271,5 +293,7 @@ async def _serve(settings: Settings, layout: Layout, stop: asyncio.Event) -> int
     tasks["stop"].cancel()
     await backend.supervisor.stop()
     await backend.client.close()
+    if rest.metrics is not None:
+        await rest.metrics.close()
     logger.info("stopped (exit code %d)", exit_code)
     return exit_code

@@ -1,0 +1,159 @@
+"""One /metrics: KServe's own metrics, TorchServe's, and the request counters the runtime description names.
+
+- KServe's: prometheus_client's default registry (latency histograms per model,
+  process and GC metrics).
+- TorchServe's: its Prometheus endpoint on loopback, fetched per scrape with a short
+  timeout (a slow or dead TorchServe never holds a scrape, and never a prediction:
+  scrapes and predictions share nothing but the event loop). When it cannot be read,
+  the scrape still answers with KServe's metrics and ``torchserve_metrics_up 0``.
+- Request counters under TorchServe's names (``Requests2XX/4XX/5XX``,
+  ``ts_inference_latency_microseconds``), counted where requests leave this server for
+  TorchServe: TorchServe counts them only on its REST API, and we call its gRPC API.
+Families are merged by name through prometheus_client (parsed, never re-formatted by
+hand), one family per name, so there is one ``# TYPE`` line per name.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import httpx
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import StartupError
+
+logger = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_S = 2.0
+HOSTNAME = socket.gethostname()
+
+
+class RequestCounters:
+    """Counts each request we forward, by status class, and its latency per model."""
+
+    def __init__(self) -> None:
+        self.by_class: dict[str, float] = defaultdict(float)
+        self.latency_us: dict[str, float] = defaultdict(float)
+
+    def record(self, model: str, status: int, seconds: float) -> None:
+        self.by_class[f"{status // 100}XX"] += 1
+        if status < 400:
+            self.latency_us[model] += seconds * 1e6
+
+    def families(self) -> list[Metric]:
+        families = []
+        for cls in ("2XX", "4XX", "5XX"):
+            family = Metric(f"Requests{cls}", f"Requests answered with a {cls} status", "counter")
+            family.samples.append(Sample(f"Requests{cls}", {"Level": "Host", "Hostname": HOSTNAME},
+                                         self.by_class[cls]))
+            families.append(family)
+        latency = Metric("ts_inference_latency_microseconds", "Cumulative inference duration in microseconds",
+                         "counter")
+        for model, total in sorted(self.latency_us.items()):
+            latency.samples.append(Sample("ts_inference_latency_microseconds",
+                                          {"model_name": model, "model_version": "default", "hostname": HOSTNAME},
+                                          total))
+        families.append(latency)
+        return families
+
+
+COUNTERS = RequestCounters()
+
+
+class _Families:
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def merge(kserve: list[Metric], ours: list[Metric], torchserve: list[Metric]) -> list[Metric]:
+    """One family per name, in order of precedence: KServe's, ours, TorchServe's.
+
+    TorchServe's own Requests2XX etc. count the REST calls this runtime makes to it
+    (metric scrapes, key renewals), not client traffic: ours, counted for every
+    prediction and explanation we forward, replace them.
+    """
+    merged: dict[str, Metric] = {}
+    for family in [*kserve, *ours, *torchserve]:
+        merged.setdefault(family.name, family)
+    return list(merged.values())
+
+
+def merged_metrics_config(default: Path, user: Path, out: Path) -> Path:
+    """TorchServe's own metrics.yaml plus the user's declarations (custom handler metrics).
+
+    TorchServe exports only metrics its metrics config declares, and a user file given
+    alone would drop all of TorchServe's defaults; so the user's entries are added to
+    TorchServe's, section by section, and win on the same name.
+    """
+    import yaml
+
+    merged = yaml.safe_load(default.read_text()) or {}
+    extra = yaml.safe_load(user.read_text()) or {}
+    if not isinstance(extra, dict):
+        raise StartupError(f"{user} must be a TorchServe metrics config (a mapping with model_metrics: ...)")
+    merged["dimensions"] = list(dict.fromkeys([*(merged.get("dimensions") or []), *(extra.get("dimensions") or [])]))
+    for section in ("ts_metrics", "model_metrics"):
+        for kind, entries in (extra.get(section) or {}).items():
+            current = {e["name"]: e for e in ((merged.setdefault(section, {}) or {}).get(kind) or [])}
+            current.update({e["name"]: e for e in entries or []})
+            merged[section][kind] = list(current.values())
+    out.write_text(yaml.safe_dump(merged, sort_keys=False))
+    return out
+
+
+class MetricsScraper:
+    def __init__(self, torchserve_url: str, counters: RequestCounters = COUNTERS,
+                 timeout_s: float = SCRAPE_TIMEOUT_S) -> None:
+        self._url = torchserve_url.rstrip("/") + "/metrics"
+        self._counters = counters
+        # No kept-alive connections: scrapes are seconds apart, and a connection kept
+        # across a TorchServe restart would fail the first scrape after it.
+        self._client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=0))
+
+    async def torchserve_families(self) -> tuple[list[Metric], bool]:
+        try:
+            response = await self._client.get(self._url)
+            response.raise_for_status()
+            return list(text_string_to_metric_families(response.text)), True
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.warning("TorchServe metrics unavailable (%s): serving KServe's only", exc)
+            return [], False
+
+    async def render(self) -> bytes:
+        started = time.perf_counter()
+        torchserve, up = await self.torchserve_families()
+        status = Metric("torchserve_metrics_up", "1 when TorchServe's metrics could be read for this scrape",
+                        "gauge")
+        status.samples.append(Sample("torchserve_metrics_up", {}, 1.0 if up else 0.0))
+        took = Metric("torchserve_metrics_scrape_seconds", "Time to read TorchServe's metrics", "gauge")
+        took.samples.append(Sample("torchserve_metrics_scrape_seconds", {}, time.perf_counter() - started))
+        families = merge(list(REGISTRY.collect()), [*self._counters.families(), status, took], torchserve)
+        registry = CollectorRegistry()
+        registry.register(_Families(families))  # type: ignore[arg-type]
+        return generate_latest(registry)
+
+    async def handle(self, request: Request) -> Response:
+        return Response(await self.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def count(model: str, started: float, error: Any = None) -> None:
+    """Record one forwarded request: ``error`` is None, or the exception it failed with."""
+    status = 200 if error is None else int(getattr(error, "http_status", 400 if isinstance(error, ValueError) else 500))
+    COUNTERS.record(model, status, time.perf_counter() - started)

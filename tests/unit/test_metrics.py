@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from kserve_torchserve.metrics import MetricsScraper, RequestCounters, merge, merged_metrics_config
+from kserve_torchserve.server import free_ports
+from tests.helpers import ROOT
+
+
+def _families(text: str) -> list:  # type: ignore[type-arg]
+    return list(text_string_to_metric_families(text))
+
+
+def test_merge_keeps_one_family_per_name_in_precedence_order() -> None:
+    kserve = _families("# TYPE up gauge\nup 1\n")
+    ours = _families("# TYPE Requests2XX counter\nRequests2XX 7\n")
+    torchserve = _families("# TYPE up gauge\nup 0\n# TYPE Requests2XX counter\nRequests2XX 99\n"
+                           "# TYPE PredictionTime gauge\nPredictionTime{ModelName=\"m\"} 1.5\n")
+    merged = {f.name: [s.value for s in f.samples] for f in merge(kserve, ours, torchserve)}
+    assert merged == {"up": [1.0], "Requests2XX": [7.0], "PredictionTime": [1.5]}
+
+
+def test_request_counters_by_class_and_latency() -> None:
+    counters = RequestCounters()
+    counters.record("m", 200, 0.002)
+    counters.record("m", 400, 0.5)
+    counters.record("m", 503, 0.1)
+    values = {s.name: s.value for f in counters.families() for s in f.samples}
+    assert values["Requests2XX"] == values["Requests4XX"] == values["Requests5XX"] == 1
+    assert abs(values["ts_inference_latency_microseconds"] - 2000) < 1e-6  # successes only
+
+
+async def test_scrape_answers_when_torchserve_is_down() -> None:
+    (port,) = free_ports(1)  # nothing listens there
+    scraper = MetricsScraper(f"http://127.0.0.1:{port}", timeout_s=0.5)
+    try:
+        text = (await scraper.render()).decode()
+    finally:
+        await scraper.close()
+    names = {f.name for f in _families(text)}
+    assert "torchserve_metrics_up" in names and "python_gc_objects_collected" in names
+    assert "torchserve_metrics_up 0.0" in text
+
+
+def test_user_metrics_are_added_to_torchservers_defaults(tmp_path: Path) -> None:
+    import ts
+
+    default = Path(ts.__file__).parent / "configs" / "metrics.yaml"
+    out = merged_metrics_config(default, ROOT / "examples" / "custom_metrics" / "metrics.yaml", tmp_path / "metrics.yaml")
+    merged = yaml.safe_load(out.read_text())
+    counters = [m["name"] for m in merged["model_metrics"]["counter"]]
+    gauges = [m["name"] for m in merged["model_metrics"]["gauge"]]
+    assert "CustomCounter" in counters and "CustomTimer" in gauges and "HandlerTime" in gauges
+    assert "Requests2XX" in [m["name"] for m in merged["ts_metrics"]["counter"]]
