@@ -13,8 +13,8 @@ class BatchEchoHandler(BaseHandler):
     def handle(self, data, context):
         answers = []
         for row in data:
-            value = row.get("data") if row.get("data") is not None else row.get("body")
-            if isinstance(value, (bytes, bytearray)):
-                value = json.loads(value)
+            # {"data": ...} for a plain instance; one input per key for a dict instance
+            value = {key: json.loads(raw) for key, raw in row.items()}
+            value = value["data"] if list(value) == ["data"] else value
             answers.append({"batch_size": len(data), "echo": value, "threads": torch.get_num_threads()})
         return answers
