@@ -220,11 +220,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.5), squeeze=False)
     for ax, name in zip(axes[0], runs):
         for system, points in report["runs"][name]["systems"].items():
-            levels = sorted(int(k) for k in points)
-            ax.plot(levels, [points[k]["rps"] for k in levels], marker="o", label=system)
+            levels = sorted(points, key=int)  # ints in a fresh run, strings when read back from JSON
+            ax.plot([int(k) for k in levels], [points[k]["rps"] for k in levels], marker="o", label=system)
         limit = report["limits"][name.split("-")[0]]["rps"]
         ax.axhline(limit, color="grey", linestyle="--", label="in-process limit")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")  # W1's in-process limit is ~20x the servers' throughput
         ax.set_xlabel("concurrency (closed loop)")
         ax.set_ylabel("requests / s")
         ax.set_title(name)
@@ -237,7 +238,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer levels and shorter points (a smoke run)")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--plot-only", type=Path, help="redraw the plot of a results JSON and exit")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.plot_only.read_text()), args.plot_only.with_suffix(".png"))
+        return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: run benchmarks/setup.sh first")
     levels = [1, 8, 32] if args.quick else [1, 2, 4, 8, 16, 32, 64]

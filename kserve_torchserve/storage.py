@@ -288,6 +288,20 @@ async def fetch_in_child(uri: str, download_dir: Path, max_unpacked_bytes: int, 
     return Path(result["path"])
 
 
+class _Redacting(logging.Filter):
+    """Replaces the URI (which may carry credentials or a SAS token) with its redacted form."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__()
+        self._uri, self._shown = uri, redact(uri)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self._uri != self._shown and self._uri in message:
+            record.msg, record.args = message.replace(self._uri, self._shown), ()
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
@@ -302,9 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Redacting(args.uri))
     logger.addHandler(handler)
     logger.setLevel({"TRACE": "DEBUG", "WARN": "WARNING"}.get(args.log_level, args.log_level))
     logger.propagate = False
+    # kserve_storage's own lines: warnings and errors only, and never with credentials.
+    library = logging.getLogger("storage.initializer")
+    library.handlers[:] = [handler]
+    library.setLevel(logging.WARNING)
+    library.propagate = False
     try:
         result: dict[str, str] = {"path": str(fetch(args.uri, args.download_dir, args.max_unpacked_bytes))}
     except StartupError as exc:

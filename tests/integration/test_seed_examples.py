@@ -2,6 +2,7 @@
 
 Storage, one model per directory plus a MAR, as a user would lay it out:
   image/          resnet18 TorchScript + index_to_name.json + config.json {"handler": "image_classifier"}
+  image_top1/     the same model with handler.py answering {"class", "confidence"}, the seed's shape
   text/           sentiment model.pt + handler.py + vocab.json
   eager/          the seed's MyModel: model.py + model.pth
   custom_input/   TorchScript taking input_ids + attention_mask
@@ -43,8 +44,8 @@ def _example(name: str) -> ModuleType:
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("storage")
-    for name, directory in (("image_classifier", "image"), ("text_classifier", "text"), ("eager", "eager"),
-                            ("custom_input", "custom_input")):
+    for name, directory in (("image_classifier", "image"), ("image_top1", "image_top1"), ("text_classifier", "text"),
+                            ("eager", "eager"), ("custom_input", "custom_input")):
         _example(name).build(root / directory)
     built = _example("custom_image_handler").build(tmp_path_factory.mktemp("custom"))
     shutil.copy(built / "custom-resnet.mar", root / "custom-resnet.mar")
@@ -86,7 +87,7 @@ def _resnet_probabilities(model: torch.nn.Module, image: bytes, size: tuple[int,
 def test_every_model_is_served(server: Server) -> None:
     status, body = http("GET", f"{server.url}/v1/models")
     assert status == 200
-    assert sorted(body["models"]) == ["custom-resnet", "custom_input", "eager", "image", "text"]
+    assert sorted(body["models"]) == ["custom-resnet", "custom_input", "eager", "image", "image_top1", "text"]
 
 
 def test_image_classification_with_the_builtin_handler(server: Server, storage: Path, png: bytes) -> None:
@@ -97,6 +98,15 @@ def test_image_classification_with_the_builtin_handler(server: Server, storage: 
     top = torch.topk(expected, 5)
     assert list(prediction) == [categories[str(int(i))] for i in top.indices]  # ranked, by class name
     np.testing.assert_allclose(list(prediction.values()), top.values.tolist(), atol=1e-4)
+
+
+def test_image_classification_in_the_seeds_shape(server: Server, storage: Path, png: bytes) -> None:
+    (prediction,) = _predict(server, "image_top1", [{"data": base64.b64encode(png).decode()}])
+    assert set(prediction) == {"class", "confidence"}
+    expected = _resnet_probabilities(torch.jit.load(str(storage / "image_top1" / "model.pt")), png)
+    categories = json.loads((storage / "image_top1" / "index_to_name.json").read_text())
+    assert prediction["class"] == categories[str(int(expected.argmax()))]
+    assert abs(prediction["confidence"] - float(expected.max())) < 1e-3
 
 
 def test_the_seeds_custom_image_handler_ranks_top_5(server: Server, png: bytes, storage: Path) -> None:
