@@ -66,8 +66,11 @@ class Layout:
             path.mkdir(parents=True, exist_ok=True)
 
 
-def child_env(layout: Layout, base: Mapping[str, str], torch_threads: int | None = None) -> dict[str, str]:
+def child_env(
+    layout: Layout, base: Mapping[str, str], torch_threads: int | None = None, grace_s: float = 30.0
+) -> dict[str, str]:
     env = dict(base)
+    env["KSERVE_TORCHSERVE_STOP_GRACE"] = str(grace_s)  # for ts_launcher's own clean-up
     if torch_threads is not None and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(torch_threads)  # read by torch in every worker (see cpus.py)
     # The launcher would read TS_CONFIG_FILE instead of our config.properties.
@@ -86,10 +89,10 @@ def child_env(layout: Layout, base: Mapping[str, str], torch_threads: int | None
 class TorchServeProcess:
     def __init__(
         self, layout: Layout, env: Mapping[str, str] | None = None, tail_lines: int = 60,
-        torch_threads: int | None = None,
+        torch_threads: int | None = None, grace_s: float = 30.0,
     ) -> None:
         self.layout = layout
-        self._env = child_env(layout, os.environ if env is None else env, torch_threads)
+        self._env = child_env(layout, os.environ if env is None else env, torch_threads, grace_s)
         self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None

@@ -154,7 +154,8 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
     workers = sum(entry["minWorkers"] for versions in entries.values() for entry in versions.values())
     torch_threads = threads_per_worker(workers)
     supervisor = Supervisor(
-        process_factory=lambda: TorchServeProcess(layout, torch_threads=torch_threads),
+        process_factory=lambda: TorchServeProcess(layout, torch_threads=torch_threads,
+                                                  grace_s=settings.grace_period_s),
         backend=client,
         models=models,
         startup_timeout_s=settings.startup_timeout_s,

@@ -4,7 +4,9 @@ Our server stops TorchServe by signalling its process group. If our server is ki
 instead (SIGKILL, OOM killer, a crashed parent), nothing would stop TorchServe, and
 its Java frontend and workers would live on as orphans. So this launcher asks the
 kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG), and on SIGTERM passes it
-to its whole process group: Java and the workers.
+to its whole process group (Java and the workers), waits for them up to a grace period
+(KSERVE_TORCHSERVE_STOP_GRACE, seconds), and then KILLs what is left: seen here, a Java
+whose parent had died did not always finish its shutdown on TERM alone.
 """
 
 from __future__ import annotations
@@ -13,14 +15,38 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from types import FrameType
 
 _PR_SET_PDEATHSIG = 1
 
 
+GRACE_ENV = "KSERVE_TORCHSERVE_STOP_GRACE"
+
+
+def _others_alive(pgid: int) -> bool:
+    """Any live process in our group besides us."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 def _stop_group(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.killpg(os.getpgid(0), signal.SIGTERM)  # Java and workers, then ourselves
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # our own group-wide TERM must not end us first
+    pgid = os.getpgid(0)
+    os.killpg(pgid, signal.SIGTERM)  # Java and the workers shut down
+    deadline = time.monotonic() + float(os.environ.get(GRACE_ENV, "30"))
+    while time.monotonic() < deadline and _others_alive(pgid):
+        time.sleep(0.1)
+    os.killpg(pgid, signal.SIGKILL)  # whatever is left, and ourselves
 
 
 def main(argv: list[str]) -> None:

@@ -103,7 +103,11 @@ def test_a_killed_server_leaves_no_torchserve_behind(server_factory: Any, sleepy
     java = srv.java_pid()
     srv.proc.send_signal(signal.SIGKILL)  # no chance to clean up: the launcher must notice on its own
     srv.wait_exit(timeout=10)
-    _wait_for(lambda: not processes_under(srv.work_dir), 60, "TorchServe to stop after its parent died")
+    try:
+        _wait_for(lambda: not processes_under(srv.work_dir), 60, "TorchServe to stop after its parent died")
+    except AssertionError:
+        left = [(p.pid, p.status(), " ".join(p.cmdline())[:120]) for p in processes_under(srv.work_dir)]
+        raise AssertionError(f"left behind: {left}") from None
     try:  # gone, or a zombie waiting for this sandbox's init to reap it
         assert psutil.Process(java).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
