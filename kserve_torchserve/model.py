@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, Dict, Optional, Union
+from typing import Any, Awaitable, Callable, Dict, Optional, TypeVar, Union
 
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -13,6 +13,9 @@ from . import codec, metrics
 from .client import TorchServeClient
 from .errors import UpstreamError
 from .model_config import ModelSpec
+
+
+T = TypeVar("T")
 
 
 class TorchServeModel(kserve.Model):  # type: ignore[misc]
@@ -46,50 +49,45 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         headers: Optional[Dict[str, str]] = None,
         response_headers: Optional[Dict[str, str]] = None,
     ) -> Union[Dict[str, Any], InferResponse]:
+        return await self._counted(self._predict(payload))
+
+    async def explain(
+        self, payload: Union[Dict[str, Any], InferRequest], headers: Optional[Dict[str, str]] = None
+    ) -> Dict[str, Any]:
+        """v1 :explain -> the handler's explain path, one TorchServe request per instance."""
+        return await self._counted(self._explain(payload))
+
+    async def _counted(self, work: Awaitable[T]) -> T:
+        """Await ``work``, counting it in the request metrics by outcome (metrics.py)."""
         started = time.perf_counter()
         try:
-            response = await self._predict(payload)
+            result = await work
         except Exception as exc:
             metrics.count(self.name, started, exc)
             raise
         metrics.count(self.name, started)
-        return response
+        return result
 
-    async def _predict(self, payload: Union[Dict[str, Any], InferRequest]) -> Union[Dict[str, Any], InferResponse]:
+    def _rows(self, payload: Union[Dict[str, Any], InferRequest]) -> list[codec.Row]:
         if not self.ready:
             raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
-        is_v2 = isinstance(payload, InferRequest)
-        rows = codec.v2_rows(payload) if is_v2 else codec.v1_rows(payload)
+        rows = codec.v2_rows(payload) if isinstance(payload, InferRequest) else codec.v1_rows(payload)
         if len(rows) > self.max_rows:
             raise UpstreamError(
                 413,
                 f"request has {len(rows)} instances but model {self.name} queues at most {self.max_rows}: "
                 "split the request, or raise TS_JOB_QUEUE_SIZE",
             )
-        predictions = await self._predict_rows(rows)
-        if is_v2:
+        return rows
+
+    async def _predict(self, payload: Union[Dict[str, Any], InferRequest]) -> Union[Dict[str, Any], InferResponse]:
+        predictions = await self._predict_rows(self._rows(payload))
+        if isinstance(payload, InferRequest):
             return codec.v2_response(payload, self.name, predictions)
         return codec.v1_response(predictions)
 
-    async def explain(
-        self, payload: Union[Dict[str, Any], InferRequest], headers: Optional[Dict[str, str]] = None
-    ) -> Dict[str, Any]:
-        """v1 :explain -> the handler's explain path, one TorchServe request per instance."""
-        started = time.perf_counter()
-        try:
-            response = await self._explain(payload)
-        except Exception as exc:
-            metrics.count(self.name, started, exc)
-            raise
-        metrics.count(self.name, started)
-        return response
-
     async def _explain(self, payload: Union[Dict[str, Any], InferRequest]) -> Dict[str, Any]:
-        if not self.ready:
-            raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
-        rows = codec.v2_rows(payload) if isinstance(payload, InferRequest) else codec.v1_rows(payload)
-        explanations = await self._send_rows(rows, self._explain_one)
-        return {"explanations": explanations}
+        return {"explanations": await self._send_rows(self._rows(payload), self._explain_one)}
 
     async def _predict_rows(self, rows: list[codec.Row]) -> list[Any]:
         return await self._send_rows(rows, self._predict_one)
