@@ -42,7 +42,7 @@ from .model_store import build_model_store
 from .process import Layout, TorchServeProcess
 from .properties import LOOPBACK, Ports, effective_properties, render_properties
 from .settings import Settings
-from .storage import fetch_in_child
+from .storage_process import fetch_in_child
 from .supervisor import RestartPolicy, Supervisor
 from .tslog import render_log4j2
 
@@ -119,6 +119,7 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
     for path in (store.user_properties, settings.ts.config_file):
         if path is not None:
             user_text += path.read_text() + "\n"
+    layout.create()
     ports = Ports(*free_ports(5))
     props = effective_properties(settings.ts, store.specs, ports, str(layout.model_store), user_text)
     user_metrics = next((p for p in (storage_dir / "metrics.yaml", storage_dir / "config" / "metrics.yaml")
@@ -127,9 +128,7 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
         import ts
 
         default = Path(ts.__file__).parent / "configs" / "metrics.yaml"
-        layout.create()
         props["metrics_config"] = str(merged_metrics_config(default, user_metrics, layout.root / "metrics.yaml"))
-    layout.create()
     layout.config_file.write_text(render_properties(props))
     layout.log_config.write_text(render_log4j2(settings.ts.log_level))
     tokens = TokenSource(
