@@ -69,7 +69,8 @@ def check_eager(model: EagerModel) -> str:
 
 def build_mar(
     source: TorchScriptModel | EagerModel, name: str, version: str, config: ModelConfig, out_dir: Path
-) -> Path:
+) -> tuple[Path, str]:
+    """The .mar built in ``out_dir``, and the handler it got."""
     directory = source.path.parent if isinstance(source, TorchScriptModel) else source.model_file.parent
     handler = pick_handler(directory, config)
     extras = extra_files(directory, handler)
@@ -98,4 +99,4 @@ def build_mar(
                 force=True,
             )
         )
-    return out_dir / f"{name}.mar"
+    return out_dir / f"{name}.mar", handler

@@ -29,8 +29,6 @@ WEIGHT_SUFFIXES = (".pt", ".pth")
 TGZ_SUFFIXES = (".tar.gz", ".tgz")
 HANDLER_FILE = "handler.py"
 MODEL_FILE = "model.py"
-CONFIG_JSON = "config.json"
-MODEL_CONFIG_YAML = "model-config.yaml"
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,6 @@ class Candidate:
     config: ModelConfig
     file_name: str  # what TS_LOAD_MODELS and model_snapshot's marName refer to
 
-    @property
-    def handler(self) -> str:
-        return self.source.handler if isinstance(self.source, Archive) else "(built)"
-
 
 def _source_file(source: Source) -> Path:
     if isinstance(source, Archive):
@@ -207,13 +203,12 @@ def _place(candidate: Candidate, store_dir: Path) -> ModelSpec:
         mar_name, handler = source.path.name, source.handler
     else:
         assert isinstance(source, (TorchScriptModel, EagerModel))
-        built = archiver.build_mar(source, candidate.name, candidate.version, candidate.config,
-                                   store_dir / ".built" / candidate.name)
+        built, handler = archiver.build_mar(source, candidate.name, candidate.version, candidate.config,
+                                            store_dir / ".built" / candidate.name)
         mar_name = f"{candidate.name}.mar"
         if (store_dir / mar_name).exists() and not (store_dir / mar_name).is_symlink():
             raise StartupError(f"two models would be archived as {mar_name}: give them different names")
         _link(built, store_dir / mar_name)
-        handler = archiver.pick_handler(_source_file(source).parent, candidate.config)
     return ModelSpec(name=candidate.name, version=candidate.version, mar_name=mar_name,
                      handler=Path(handler).name if handler.endswith(".py") else handler,
                      **candidate.config.settings)

@@ -23,15 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
-def build_mar(handler: Path, name: str, store: Path, serialized: Path | None = None, version: str = "1.0") -> Path:
+def build_mar(handler: Path, name: str, store: Path, serialized: Path | None = None, version: str = "1.0",
+              archive_format: str = "default") -> Path:
+    """A TorchServe archive in ``store``: .mar, or archive_format "tgz" / "no-archive"."""
     store.mkdir(parents=True, exist_ok=True)
     generate_model_archive(
         ModelArchiverConfig(
             model_name=name, version=version, handler=str(handler),
             serialized_file=str(serialized) if serialized else None, export_path=str(store), force=True,
+            archive_format=archive_format,  # type: ignore[arg-type]
         )
     )
-    return store / f"{name}.mar"
+    return store / (name + {"default": ".mar", "tgz": ".tar.gz", "no-archive": ""}[archive_format])
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 60, raw: bytes | None = None,

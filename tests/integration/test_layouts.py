@@ -55,14 +55,9 @@ def test_kserve_layout_user_config_is_merged_under_env(tmp_path: Path) -> None:
 
 
 def test_tgz_and_unarchived_models_serve(tmp_path: Path) -> None:
-    from model_archiver.model_archiver_config import ModelArchiverConfig
-    from model_archiver.model_packaging import generate_model_archive
-
     storage = tmp_path / "storage"
-    storage.mkdir()
     for fmt, name in (("tgz", "packed"), ("no-archive", "unpacked")):
-        generate_model_archive(ModelArchiverConfig(model_name=name, version="1.0", handler=str(ASSETS / "sleepy_handler.py"),
-                                                   export_path=str(storage), archive_format=fmt, force=True))
+        build_mar(ASSETS / "sleepy_handler.py", name, storage, archive_format=fmt)
     srv = Server(storage, tmp_path)
     try:
         srv.wait_ready()

@@ -150,14 +150,9 @@ def test_unknown_files_only(tmp_path: Path) -> None:
 
 
 def test_tgz_and_no_archive_dirs_are_served_as_they_are(tmp_path: Path) -> None:
-    from model_archiver.model_archiver_config import ModelArchiverConfig
-    from model_archiver.model_packaging import generate_model_archive
-
     src = tmp_path / "s"
-    src.mkdir()
     for fmt, name in (("tgz", "packed"), ("no-archive", "unpacked")):
-        generate_model_archive(ModelArchiverConfig(model_name=name, version="2.0", handler=str(ASSETS / "sleepy_handler.py"),
-                                                   export_path=str(src), archive_format=fmt, force=True))
+        build_mar(ASSETS / "sleepy_handler.py", name, src, version="2.0", archive_format=fmt)
     store = build_model_store(src, tmp_path / "store")
     assert sorted((s.name, s.version, s.mar_name) for s in store.specs) == [
         ("packed", "2.0", "packed.tar.gz"), ("unpacked", "2.0", "unpacked")]
