@@ -1,8 +1,9 @@
-"""Async client for TorchServe's gRPC inference and management APIs.
+"""Async client for TorchServe: predictions and explanations over its inference REST
+API (ts_http.py says why), health and model descriptions over its gRPC APIs.
 
-One grpc.aio channel per API for the whole process (a channel per call cost the
-predecessor dearly), a deadline on every call, and TorchServe's errors turned into
-UpstreamError with the HTTP/gRPC status a KServe client should see.
+Connections are kept for the whole process (a channel per call cost the predecessor
+dearly), every call has a deadline, and TorchServe's errors become UpstreamError with
+the HTTP/gRPC status a KServe client should see.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import json
 import time
 from typing import Any, Mapping
+from urllib.parse import quote, urlsplit
 
 import grpc
-import httpx
 from google.protobuf import empty_pb2
 
-from . import protos
+from . import protos, ts_http
 from .auth import KeyKind, Metadata, TokenSource, TokenUnavailable
 from .errors import UpstreamError
+from .properties import LOOPBACK
 
 _TOKEN_REJECTED = "Token Authorization failed"
 _DEADLINE_MARGIN_S = 5.0
@@ -70,23 +72,60 @@ def map_rpc_error(
     return UpstreamError(500, f"model {model} failed: {message or code.name}")
 
 
-def map_rest_error(status: int, body: bytes, model: str) -> UpstreamError:
-    """TorchServe's REST error ({"code", "type", "message"}) on the explain path -> our error."""
+def _rest_message(body: bytes) -> str:
+    # TorchServe's own errors are {"code", "type", "message"}; a handler that set an error
+    # status (context.set_response_status) answers with whatever it returned.
+    text = body.decode("utf-8", "replace")
     try:
-        message = str(json.loads(body).get("message", ""))
-    except (ValueError, AttributeError):
-        message = body.decode("utf-8", "replace")[:300]
+        parsed = json.loads(text)
+    except ValueError:
+        return text.strip()[:500]
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        return str(parsed["message"])
+    return text.strip()[:500]
+
+
+def map_rest_error(
+    status: int, body: bytes, model: str, elapsed_s: float = 0.0, response_timeout_s: float | None = None,
+    explaining: bool = False,
+) -> UpstreamError:
+    """TorchServe's REST status and body -> the error our clients get, with what to do."""
+    message = _rest_message(body)
     if message == "Prediction failed":
-        # What TorchServe says when the handler raised, e.g. because it has no explain support.
-        return UpstreamError(
-            501, f"model {model} cannot explain: its handler has no explain support or failed while explaining "
-            "(implement explain_handle / get_insights in the handler; see TorchServe's MODEL_LOG lines)"
-        )
+        # TorchServe's answer (with 503) when the handler raised: a bug in the handler, not overload.
+        if explaining:
+            return UpstreamError(
+                501, f"model {model} cannot explain: its handler has no explain support or failed while explaining "
+                "(implement explain_handle / get_insights in the handler; see TorchServe's MODEL_LOG lines)"
+            )
+        return UpstreamError(500, f"model {model} failed: its handler raised an error (see TorchServe's MODEL_LOG lines)")
+    if message == "Worker died.":
+        # TorchServe kills a worker that exceeds responseTimeout and says only this; the
+        # time taken tells a timeout from a crash.
+        if response_timeout_s is not None and elapsed_s >= response_timeout_s:
+            return UpstreamError(
+                504, f"model {model} did not answer within its responseTimeout of {response_timeout_s:.0f}s "
+                "(TorchServe restarted the worker); raise TS_DEFAULT_RESPONSE_TIMEOUT or send smaller requests"
+            )
+        return UpstreamError(500, f"model {model} failed: its TorchServe worker died (see TorchServe's log)")
     if status == 404:
         return UpstreamError(404, f"TorchServe does not serve model {model}: {message}")
-    if status in (400, 413, 503, 504, 507):
-        return UpstreamError(status if status != 507 else 503, f"model {model}: {message}")
-    return UpstreamError(500, f"model {model} failed to explain: {message or status}")
+    if status == 413:
+        return UpstreamError(
+            413, f"request for model {model} is too large for TorchServe: {message or 'request entity too large'}; "
+            "raise TS_MAX_REQUEST_SIZE / TS_MAX_RESPONSE_SIZE or send smaller inputs"
+        )
+    if status in (503, 507):
+        return UpstreamError(503, f"model {model} is unavailable or overloaded, retry later: {message}")
+    if status in (408, 504):
+        return UpstreamError(
+            504, f"model {model} did not answer in time: {message}; "
+            "raise the model's responseTimeout (TS_DEFAULT_RESPONSE_TIMEOUT) or send smaller requests"
+        )
+    if 400 <= status < 600:
+        # The handler's own status for this request (e.g. 422 for an input it refuses).
+        return UpstreamError(status, f"model {model}: {message or status}")
+    return UpstreamError(500, f"model {model} answered with unexpected HTTP status {status}: {message}")
 
 
 class TorchServeClient:
@@ -102,15 +141,15 @@ class TorchServeClient:
         self._inference = stubs.inference_pb2_grpc.InferenceAPIsServiceStub(self._inference_channel)
         self._management = stubs.management_pb2_grpc.ManagementAPIsServiceStub(self._management_channel)
         self.tokens = tokens
-        # Explanations exist only in TorchServe's REST API (its gRPC API has no explain).
-        self._inference_url = inference_url.rstrip("/")
-        self._http: httpx.AsyncClient | None = None
+        url = urlsplit(inference_url)
+        self._rest = ts_http.Pool(url.hostname or LOOPBACK, url.port or 80)
+        self._multipart = ts_http.Multipart()
+        self._paths: dict[tuple[str, str, str | None], str] = {}
 
     async def close(self) -> None:
         await self._inference_channel.close()
         await self._management_channel.close()
-        if self._http is not None:
-            await self._http.aclose()
+        self._rest.close()
 
     async def _call(
         self, kind: KeyKind, method: Any, request: Any, timeout: float, model: str,
@@ -136,39 +175,64 @@ class TorchServeClient:
         except grpc.aio.AioRpcError as err:
             raise map_rpc_error(err, model, time.monotonic() - started, response_timeout_s) from None
 
+    def _path(self, verb: str, model: str, version: str | None) -> str:
+        key = (verb, model, version)
+        path = self._paths.get(key)
+        if path is None:
+            path = f"/{verb}/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
+            self._paths[key] = path
+        return path
+
+    async def _post(
+        self, verb: str, model: str, version: str | None, row: Mapping[str, bytes], response_timeout_s: float
+    ) -> bytes:
+        """One row through TorchServe's REST API: its answer, or the UpstreamError a client should see.
+
+        Our deadline runs a little past TorchServe's own responseTimeout so that
+        TorchServe's answer (and its message) arrives first.
+        """
+        content_type, body = self._multipart.encode(row)
+        path = self._path(verb, model, version)
+        try:
+            metadata: Metadata = await self.tokens.metadata("inference")
+        except TokenUnavailable as exc:
+            raise UpstreamError(503, f"TorchServe is not ready to serve model {model}: {exc}") from None
+        for attempt in (1, 2):
+            headers = {"Content-Type": content_type, **dict(metadata)}
+            started = time.monotonic()
+            try:
+                status, answer = await self._rest.request(
+                    "POST", path, body, headers, response_timeout_s + _DEADLINE_MARGIN_S
+                )
+            except ts_http.ResponseTimeout:
+                raise UpstreamError(
+                    504, f"model {model} did not answer in time ({response_timeout_s + _DEADLINE_MARGIN_S:.0f}s); "
+                    "raise the model's responseTimeout (TS_DEFAULT_RESPONSE_TIMEOUT) or send smaller requests"
+                ) from None
+            except ts_http.TransportError as exc:
+                raise UpstreamError(503, f"model {model} is unavailable, retry later: {exc}") from None
+            if status < 300:
+                return answer
+            if attempt == 1 and status in (400, 401, 403) and _TOKEN_REJECTED.encode() in answer:
+                # Rejected at TorchServe's auth handler, so the model never saw it: safe to retry once.
+                try:
+                    metadata = await self.tokens.on_rejected("inference", metadata)
+                except TokenUnavailable as exc:
+                    raise UpstreamError(503, f"TorchServe rejected our token for model {model}: {exc}") from None
+                continue
+            raise map_rest_error(status, answer, model, time.monotonic() - started, response_timeout_s,
+                                 explaining=verb == "explanations")
+        raise AssertionError("unreachable")
+
     async def predict(
         self, model: str, version: str | None, row: Mapping[str, bytes], response_timeout_s: float
     ) -> bytes:
-        """One row through TorchServe; our deadline runs a little past TorchServe's own
-        responseTimeout so that TorchServe's answer (and its message) arrives first."""
-        request = self._pb.PredictionsRequest(model_name=model, model_version=version or "", input=row)
-        response = await self._call(
-            "inference", self._inference.Predictions, request, response_timeout_s + _DEADLINE_MARGIN_S, model,
-            response_timeout_s,
-        )
-        return bytes(response.prediction)
+        """One row through the handler's predict path (TorchServe's /predictions)."""
+        return await self._post("predictions", model, version, row, response_timeout_s)
 
     async def explain(self, model: str, row: Mapping[str, bytes], response_timeout_s: float) -> bytes:
-        """One row through TorchServe's /explanations: the handler's explain path."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=response_timeout_s + _DEADLINE_MARGIN_S)
-        try:
-            metadata = await self.tokens.metadata("inference")
-        except TokenUnavailable as exc:
-            raise UpstreamError(503, f"TorchServe is not ready to serve model {model}: {exc}") from None
-        # One multipart file per input: the worker gets bytes per key, as over gRPC.
-        files = {name: (name, value, "application/octet-stream") for name, value in row.items()}
-        try:
-            response = await self._http.post(
-                f"{self._inference_url}/explanations/{model}", files=files, headers=dict(metadata)
-            )
-        except httpx.TimeoutException:
-            raise UpstreamError(504, f"model {model} did not explain in time") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(503, f"model {model} is unavailable, retry later: {exc}") from None
-        if response.status_code != 200:
-            raise map_rest_error(response.status_code, response.content, model)
-        return response.content
+        """One row through the handler's explain path (TorchServe's /explanations; gRPC has none)."""
+        return await self._post("explanations", model, None, row, response_timeout_s)
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when TorchServe answers Ping with status Healthy."""

@@ -36,6 +36,7 @@ from .auth import TokenSource
 from .client import TorchServeClient
 from .cpus import threads_per_worker
 from .errors import StartupError, TorchServeGaveUp, UpstreamError
+from .fastpath import FastPath
 from .model import TorchServeModel
 from .metrics import MetricsScraper, merged_metrics_config
 from .model_store import build_model_store
@@ -244,6 +245,8 @@ async def _serve(settings: Settings, layout: Layout, stop: asyncio.Event) -> int
         grace_period=int(settings.grace_period_s),
     )
     rest.metrics = MetricsScraper(backend.metrics_url)
+    if settings.fast_path:
+        rest.config.app = FastPath(kserve_app, dataplane)  # the hot routes skip FastAPI (fastpath.py)
     tasks: dict[str, asyncio.Future[Any]] = {"rest": asyncio.ensure_future(rest.start())}
     grpc_server = None
     if settings.enable_grpc:

@@ -98,6 +98,7 @@ class Settings:
     restart_window_s: float
     health_interval_s: float
     max_unpacked_bytes: int
+    fast_path: bool
     ts: TorchServeOptions = field(default_factory=TorchServeOptions)
 
 
@@ -225,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=32 * 2**30,
         help="Largest size a model archive (.tar.gz/.zip storage URI) may expand to; bigger ones are refused.",
     )
+    parser.add_argument(
+        "--disable_fast_path",
+        action="store_true",
+        help="Route v1 :predict and v2 /infer through kserve's FastAPI endpoints too, instead of calling "
+        "kserve's DataPlane directly (same answers, more CPU per request; for debugging).",
+    )
     return parser
 
 
@@ -253,5 +260,6 @@ def load_settings(
         restart_window_s=args.restart_window,
         health_interval_s=args.health_interval,
         max_unpacked_bytes=args.max_unpacked_bytes,
+        fast_path=not args.disable_fast_path,
         ts=parse_ts_env(env),
     )
