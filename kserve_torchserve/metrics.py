@@ -6,9 +6,12 @@
   timeout (a slow or dead TorchServe never holds a scrape, and never a prediction:
   scrapes and predictions share nothing but the event loop). When it cannot be read,
   the scrape still answers with KServe's metrics and ``torchserve_metrics_up 0``.
-- Request counters under TorchServe's names (``Requests2XX/4XX/5XX``,
-  ``ts_inference_latency_microseconds``), counted where requests leave this server for
-  TorchServe: TorchServe counts them only on its REST API, and we call its gRPC API.
+- ``Requests2XX/4XX/5XX`` counted here, per client request by the status it got:
+  TorchServe's own count one per row it serves (a v1 request with 8 instances is 8)
+  and never sees a request we refuse before it (bad JSON, too many rows), so ours
+  replace them. TorchServe's per-row ``ts_inference_requests_total``,
+  ``ts_inference_latency_microseconds`` and ``ts_queue_latency_microseconds`` pass
+  through as TorchServe counts them (predictions reach it over its REST API).
 Families are merged by name through prometheus_client (parsed, never re-formatted by
 hand), one family per name, so there is one ``# TYPE`` line per name.
 """
@@ -40,16 +43,13 @@ HOSTNAME = socket.gethostname()
 
 
 class RequestCounters:
-    """Counts each request we forward, by status class, and its latency per model."""
+    """Counts each client request for a model, by the status class of its answer."""
 
     def __init__(self) -> None:
         self.by_class: dict[str, float] = defaultdict(float)
-        self.latency_us: dict[str, float] = defaultdict(float)
 
-    def record(self, model: str, status: int, seconds: float) -> None:
+    def record(self, status: int) -> None:
         self.by_class[f"{status // 100}XX"] += 1
-        if status < 400:
-            self.latency_us[model] += seconds * 1e6
 
     def families(self) -> list[Metric]:
         families = []
@@ -58,13 +58,6 @@ class RequestCounters:
             family.samples.append(Sample(f"Requests{cls}", {"Level": "Host", "Hostname": HOSTNAME},
                                          self.by_class[cls]))
             families.append(family)
-        latency = Metric("ts_inference_latency_microseconds", "Cumulative inference duration in microseconds",
-                         "counter")
-        for model, total in sorted(self.latency_us.items()):
-            latency.samples.append(Sample("ts_inference_latency_microseconds",
-                                          {"model_name": model, "model_version": "default", "hostname": HOSTNAME},
-                                          total))
-        families.append(latency)
         return families
 
 
@@ -82,9 +75,8 @@ class _Families:
 def merge(kserve: list[Metric], ours: list[Metric], torchserve: list[Metric]) -> list[Metric]:
     """One family per name, in order of precedence: KServe's, ours, TorchServe's.
 
-    TorchServe's own Requests2XX etc. count the REST calls this runtime makes to it
-    (metric scrapes, key renewals), not client traffic: ours, counted for every
-    prediction and explanation we forward, replace them.
+    TorchServe's own Requests2XX etc. count rows and the runtime's own calls (key
+    renewals); ours, one per client request, replace them.
     """
     merged: dict[str, Metric] = {}
     for family in [*kserve, *ours, *torchserve]:
@@ -153,7 +145,7 @@ class MetricsScraper:
         await self._client.aclose()
 
 
-def count(model: str, started: float, error: Any = None) -> None:
-    """Record one forwarded request: ``error`` is None, or the exception it failed with."""
+def count(error: Any = None) -> None:
+    """Record one client request: ``error`` is None, or the exception it failed with."""
     status = 200 if error is None else int(getattr(error, "http_status", 400 if isinstance(error, ValueError) else 500))
-    COUNTERS.record(model, status, time.perf_counter() - started)
+    COUNTERS.record(status)

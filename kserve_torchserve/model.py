@@ -1,9 +1,8 @@
-"""TorchServeModel: one kserve.Model per served model name, forwarding to TorchServe over gRPC."""
+"""TorchServeModel: one kserve.Model per served model name, forwarding rows to TorchServe."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Awaitable, Callable, Dict, Optional, TypeVar, Union
 
 import kserve
@@ -59,13 +58,12 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
 
     async def _counted(self, work: Awaitable[T]) -> T:
         """Await ``work``, counting it in the request metrics by outcome (metrics.py)."""
-        started = time.perf_counter()
         try:
             result = await work
         except Exception as exc:
-            metrics.count(self.name, started, exc)
+            metrics.count(exc)
             raise
-        metrics.count(self.name, started)
+        metrics.count()
         return result
 
     def _rows(self, payload: Union[Dict[str, Any], InferRequest]) -> list[codec.Row]:

@@ -55,6 +55,25 @@ def test_concurrent_requests_are_batched_and_answered_to_the_right_caller(server
     assert max(answer["batch_size"] for _, (answer,) in results) > 1
 
 
+def test_a_row_refused_by_the_handler_fails_only_its_own_request(server: Server) -> None:
+    """A batched handler's per-row status (context.set_response_status(..., idx)) reaches
+    the one caller it concerns; the callers batched with it get their answers."""
+    def call(i: int) -> tuple[int, Any]:
+        instance = {"reject": 7} if i == 3 else {"caller": i}
+        return http("POST", f"{server.url}/v1/models/echo:predict", {"instances": [instance]})
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(8)))
+    for i, (status, body) in enumerate(results):
+        if i == 3:
+            assert status == 422, body
+            assert "rejected: 7" in body["error"]
+        else:
+            assert status == 200, body
+            assert body["predictions"][0]["echo"] == {"caller": i}
+    assert max(body["predictions"][0]["batch_size"] for i, (_, body) in enumerate(results) if i != 3) > 1
+
+
 def test_workers_and_batching_reach_torchserve(server: Server) -> None:
     props = parse_properties((server.work_dir / "config.properties").read_text())
     key = json.loads((server.work_dir / "key_file.json").read_text())["management"]["key"]

@@ -54,10 +54,13 @@ def test_one_scrape_holds_kserve_and_torchserve_metrics(server: Server) -> None:
     names = {name.removesuffix("_total") for name, _ in samples} | {name for name, _ in samples}
     for expected in ("request_predict_seconds_count",  # KServe's latency histogram, per model
                      "Requests2XX", "Requests4XX", "Requests5XX", "ts_inference_requests_total",
-                     "ts_inference_latency_microseconds", "PredictionTime", "HandlerTime", "torchserve_metrics_up"):
+                     "ts_inference_latency_microseconds", "ts_queue_latency_microseconds", "PredictionTime",
+                     "HandlerTime", "torchserve_metrics_up"):
         assert expected in names, expected
     assert value(samples, "request_predict_seconds_count", model_name="custom") >= 1
     assert value(samples, "ts_inference_requests_total", model_name="custom") >= 2
+    assert value(samples, "ts_inference_latency_microseconds", model_name="custom") > 0
+    assert value(samples, "ts_queue_latency_microseconds", model_name="custom") > 0
     assert value(samples, "PredictionTime", ModelName="custom") > 0
     types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
     assert len(types) == len(set(types))  # no duplicate # TYPE lines
