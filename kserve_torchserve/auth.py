@@ -48,7 +48,7 @@ def _parse_expiry(text: str) -> float:
 
 
 class TokenSource:
-    """Bearer metadata for TorchServe's gRPC APIs; ``enabled=False`` when token auth is off."""
+    """Bearer headers/metadata for TorchServe's REST and gRPC APIs; ``enabled=False`` when token auth is off."""
 
     def __init__(
         self,

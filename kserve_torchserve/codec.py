@@ -1,10 +1,11 @@
 """KServe v1/v2 payloads <-> TorchServe rows.
 
-A row is one TorchServe request: the gRPC ``input`` map, name -> bytes. TorchServe
+A row is one TorchServe request: input name -> bytes (one multipart part each). TorchServe
 batches requests, so every v1 instance and every v2 row (first dimension) becomes
 its own row; the handler sees ``{"data": ...}`` like any stock TorchServe handler.
 
-Values travel as bytes (TorchServe's gRPC API has no content types):
+Values travel as bytes (application/octet-stream parts, so the worker never guesses a
+content type, and the same bytes TorchServe's gRPC API would carry):
 - bytes (v2 BYTES elements, v1 ``{"b64": "..."}``) go as they are;
 - a string that is the base64 of an image (PNG, JPEG, GIF, BMP, TIFF, WebP: the
   runtime description's ``{"data": "iVBORw0KGgo..."}``) goes as the image's bytes,

@@ -139,7 +139,7 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
     )
     client = TorchServeClient(
         f"{LOOPBACK}:{ports.grpc_inference}", f"{LOOPBACK}:{ports.grpc_management}", tokens,
-        inference_url=props["inference_address"],
+        inference_url=props["inference_address"], max_request_bytes=int(props["max_request_size"]),
     )
     entries = json.loads(props["models"])  # the per-model values TorchServe will use
     debug = logging.getLogger("kserve.trace").isEnabledFor(logging.INFO)

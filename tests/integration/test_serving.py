@@ -20,7 +20,8 @@ CHUNK = 90  # instances per request: below TorchServe's job queue (100)
 
 @pytest.fixture(scope="module")
 def server(digits: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(digits["store"], tmp_path_factory.mktemp("serving"), model_name="digits")
+    srv = Server(digits["store"], tmp_path_factory.mktemp("serving"), model_name="digits",
+                 env={"TS_MAX_REQUEST_SIZE": "65536"})
     try:
         srv.wait_ready()
         yield srv
@@ -153,6 +154,12 @@ def test_bad_instance_is_400_naming_the_expected_form(server: Server) -> None:
 def test_more_instances_than_the_queue_holds_is_413(server: Server) -> None:
     status, body = _v1(server, [[0] * 64] * 101)
     assert status == 413 and "TS_JOB_QUEUE_SIZE" in body["error"]
+
+
+def test_an_instance_over_torchserves_request_size_is_413(server: Server) -> None:
+    status, body = _v1(server, ["x" * 70000])
+    assert status == 413 and "TS_MAX_REQUEST_SIZE" in body["error"] and "65536" in body["error"]
+    assert _v1(server, [[0.0] * 64])[0] == 200  # and the server serves on
 
 
 def test_concurrent_clients_each_get_their_own_answers(server: Server, digits: dict[str, Any],

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -36,6 +37,18 @@ async def _serve(handler: Handler) -> tuple[asyncio.AbstractServer, int, list[in
     return server, server.sockets[0].getsockname()[1], connections
 
 
+@contextlib.asynccontextmanager
+async def _pool_for(handler: Handler) -> AsyncIterator[tuple[ts_http.Pool, list[int]]]:
+    """A pool on a server calling ``handler``, and the connections that server saw."""
+    server, port, connections = await _serve(handler)
+    pool = ts_http.Pool("127.0.0.1", port)
+    try:
+        yield pool, connections
+    finally:
+        pool.close()
+        server.close()
+
+
 def _ok(body: bytes, status: str = "200 OK") -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
@@ -44,18 +57,13 @@ async def test_requests_reuse_one_kept_alive_connection() -> None:
     async def echo(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(_ok(request.split(b"\r\n\r\n", 1)[1]))
 
-    server, port, connections = await _serve(echo)
-    pool = ts_http.Pool("127.0.0.1", port)
-    try:
+    async with _pool_for(echo) as (pool, connections):
         for i in range(5):
             assert await pool.request("POST", "/p", f"body {i}".encode(), {"X": "1"}, 5) == (200, f"body {i}".encode())
         assert len(connections) == 1
         # Concurrent requests each get their own connection, and their own answer.
         answers = await asyncio.gather(*(pool.request("POST", "/p", bytes([i]) * 3, {}, 5) for i in range(8)))
         assert answers == [(200, bytes([i]) * 3) for i in range(8)]
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_chunked_answers_and_error_statuses_are_read_whole() -> None:
@@ -63,13 +71,8 @@ async def test_chunked_answers_and_error_statuses_are_read_whole() -> None:
         writer.write(b"HTTP/1.1 422 Unprocessable\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
 
-    server, port, _ = await _serve(chunked)
-    pool = ts_http.Pool("127.0.0.1", port)
-    try:
+    async with _pool_for(chunked) as (pool, _):
         assert await pool.request("POST", "/p", b"x", {}, 5) == (422, b"hello world")
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_a_connection_closed_by_the_server_is_not_reused() -> None:
@@ -78,44 +81,29 @@ async def test_a_connection_closed_by_the_server_is_not_reused() -> None:
         await writer.drain()
         writer.close()
 
-    server, port, connections = await _serve(close_after)
-    pool = ts_http.Pool("127.0.0.1", port)
-    try:
+    async with _pool_for(close_after) as (pool, connections):
         assert await pool.request("POST", "/p", b"", {}, 5) == (200, b"ok")
         assert await pool.request("POST", "/p", b"", {}, 5) == (200, b"ok")
         assert len(connections) == 2
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_dropped() -> None:
     async def silent(request: bytes, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)
 
-    server, port, _ = await _serve(silent)
-    pool = ts_http.Pool("127.0.0.1", port)
-    try:
+    async with _pool_for(silent) as (pool, _):
         with pytest.raises(ts_http.ResponseTimeout, match="within"):
             await pool.request("POST", "/p", b"", {}, 0.2)
         assert not pool._idle  # its late answer must never reach another caller
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_a_dropped_connection_mid_request_and_a_refused_one_are_transport_errors() -> None:
     async def hang_up(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()
 
-    server, port, _ = await _serve(hang_up)
-    pool = ts_http.Pool("127.0.0.1", port)
-    try:
+    async with _pool_for(hang_up) as (pool, _):
         with pytest.raises(ts_http.TransportError, match="lost"):
             await pool.request("POST", "/p", b"", {}, 5)
-    finally:
-        pool.close()
-        server.close()
     (closed_port,) = free_ports(1)
     with pytest.raises(ts_http.TransportError, match="cannot connect"):
         await ts_http.Pool("127.0.0.1", closed_port).request("POST", "/p", b"", {}, 5)
@@ -125,14 +113,9 @@ async def test_malformed_answers_are_transport_errors() -> None:
     async def garbage(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b"NOT HTTP AT ALL\r\n\r\n")
 
-    server, port, _ = await _serve(garbage)
-    pool = ts_http.Pool("127.0.0.1", port)
-    try:
+    async with _pool_for(garbage) as (pool, _):
         with pytest.raises(ts_http.TransportError, match="malformed"):
             await pool.request("POST", "/p", b"", {}, 5)
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_a_cancelled_request_closes_its_connection() -> None:
@@ -140,9 +123,7 @@ async def test_a_cancelled_request_closes_its_connection() -> None:
         await asyncio.sleep(0.5)
         writer.write(_ok(b"late"))
 
-    server, port, _ = await _serve(slow)
-    pool = ts_http.Pool("127.0.0.1", port)
-    try:
+    async with _pool_for(slow) as (pool, _):
         task = asyncio.ensure_future(pool.request("POST", "/p", b"", {}, 5))
         await asyncio.sleep(0.1)
         task.cancel()
@@ -150,9 +131,6 @@ async def test_a_cancelled_request_closes_its_connection() -> None:
             await task
         assert not pool._idle
         assert await pool.request("POST", "/p", b"", {}, 5) == (200, b"late")
-    finally:
-        pool.close()
-        server.close()
 
 
 def test_multipart_parts_carry_each_input_as_bytes() -> None:
