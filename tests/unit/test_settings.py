@@ -16,6 +16,8 @@ def test_defaults_follow_the_runtime_description() -> None:
     assert ts.min_workers == 1 and ts.max_workers == 1
     assert (ts.number_of_gpu, ts.batch_size, ts.max_batch_delay) == (None, None, None)  # unset: lower tiers decide
     assert ts.log_level == "INFO"
+    assert settings.fast_path  # v1 :predict and v2 /infer skip FastAPI unless told otherwise
+    assert not load_settings(["--disable_fast_path"], env={}).fast_path
 
 
 def test_cli_extends_kserve_parser() -> None:
@@ -34,7 +36,7 @@ def test_storage_uri_from_env() -> None:
 def test_help_documents_every_option() -> None:
     text = build_parser().format_help()
     for option in ("--model_name", "--http_port", "--grpc_port", "--storage_uri", "--work_dir",
-                   "--startup_timeout", "--grace_period", "--max_restarts", "--restart_window"):
+                   "--startup_timeout", "--grace_period", "--max_restarts", "--restart_window", "--disable_fast_path"):
         assert option in text
 
 
