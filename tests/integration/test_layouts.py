@@ -13,13 +13,16 @@ pytestmark = pytest.mark.integration
 
 
 def test_two_models_renamed_by_ts_load_models(tmp_path: Path) -> None:
+    """Also: with TorchServe's token authorization turned off, no key file, and requests still pass."""
     store = tmp_path / "store"
     build_mar(ASSETS / "sleepy_handler.py", "resnet18", store)
     build_mar(ASSETS / "sleepy_handler.py", "densenet121", store)
     build_mar(ASSETS / "sleepy_handler.py", "unused", store)
-    srv = Server(store, tmp_path, env={"TS_LOAD_MODELS": "resnet=resnet18.mar,densenet=densenet121.mar"})
+    srv = Server(store, tmp_path, env={"TS_LOAD_MODELS": "resnet=resnet18.mar,densenet=densenet121.mar",
+                                       "TS_DISABLE_TOKEN_AUTHORIZATION": "true"})
     try:
         srv.wait_ready()
+        assert not (srv.work_dir / "key_file.json").exists()
         status, body = http("GET", f"{srv.url}/v1/models")
         assert status == 200 and sorted(body["models"]) == ["densenet", "resnet"]
         for name in ("resnet", "densenet"):
