@@ -72,7 +72,7 @@ def rest_caller(port: int, path: str, body: bytes, headers: dict[str, str]) -> C
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=2000, help="timed requests per system")
-    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=2000)  # Java compiles its hot paths meanwhile
     args = parser.parse_args()
 
     build = ROOT / "examples" / "digits" / "build"
