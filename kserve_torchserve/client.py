@@ -116,7 +116,6 @@ class TorchServeClient:
         url = urlsplit(inference_url)
         self._rest = ts_http.Pool(url.hostname or LOOPBACK, url.port or 80)
         self._multipart = ts_http.Multipart()
-        self._paths: dict[tuple[str, str, str | None], str] = {}
         # TorchServe's max_request_size: a bigger request is refused here, with a clear
         # 413, rather than cut off by Netty mid-write (which reads as a dropped connection).
         self._max_request_bytes = max_request_bytes
@@ -145,14 +144,6 @@ class TorchServeClient:
         except grpc.aio.AioRpcError as err:
             raise map_rpc_error(err, model) from None
 
-    def _path(self, verb: str, model: str, version: str | None) -> str:
-        key = (verb, model, version)
-        path = self._paths.get(key)
-        if path is None:
-            path = f"/{verb}/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
-            self._paths[key] = path
-        return path
-
     async def _post(
         self, verb: str, model: str, version: str | None, row: Mapping[str, bytes], response_timeout_s: float
     ) -> bytes:
@@ -167,7 +158,7 @@ class TorchServeClient:
                 413, f"an instance for model {model} is {len(body)} bytes, over TorchServe's max_request_size of "
                 f"{self._max_request_bytes}: raise TS_MAX_REQUEST_SIZE or send smaller inputs"
             )
-        path = self._path(verb, model, version)
+        path = f"/{verb}/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
         try:
             metadata: Metadata = await self.tokens.metadata("inference")
         except TokenUnavailable as exc:

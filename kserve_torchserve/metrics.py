@@ -6,10 +6,11 @@
   timeout (a slow or dead TorchServe never holds a scrape, and never a prediction:
   scrapes and predictions share nothing but the event loop). When it cannot be read,
   the scrape still answers with KServe's metrics and ``torchserve_metrics_up 0``.
-- ``Requests2XX/4XX/5XX`` counted here, per client request by the status it got:
-  TorchServe's own count one per row it serves (a v1 request with 8 instances is 8)
-  and never sees a request we refuse before it (bad JSON, too many rows), so ours
-  replace them. TorchServe's per-row ``ts_inference_requests_total``,
+- ``Requests2XX/4XX/5XX`` counted here, at our HTTP door, as TorchServe counts them at
+  its own: one per HTTP request to a model's predict/explain/infer route, by the status
+  it got, including requests refused before TorchServe (bad JSON, unknown model, too
+  many rows). TorchServe's own count one per row it serves, so ours replace them.
+  TorchServe's per-row ``ts_inference_requests_total``,
   ``ts_inference_latency_microseconds`` and ``ts_queue_latency_microseconds`` pass
   through as TorchServe counts them (predictions reach it over its REST API).
 Families are merged by name through prometheus_client (parsed, never re-formatted by
@@ -19,11 +20,12 @@ hand), one family per name, so there is one ``# TYPE`` line per name.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import httpx
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -43,7 +45,7 @@ HOSTNAME = socket.gethostname()
 
 
 class RequestCounters:
-    """Counts each client request for a model, by the status class of its answer."""
+    """Counts requests by the status class of their answer."""
 
     def __init__(self) -> None:
         self.by_class: dict[str, float] = defaultdict(float)
@@ -145,7 +147,36 @@ class MetricsScraper:
         await self._client.aclose()
 
 
-def count(error: Any = None) -> None:
-    """Record one client request: ``error`` is None, or the exception it failed with."""
-    status = 200 if error is None else int(getattr(error, "http_status", 400 if isinstance(error, ValueError) else 500))
-    COUNTERS.record(status)
+# A model's inference routes on kserve's REST API (v1 predict/explain, v2 infer).
+_INFERENCE_PATH = re.compile(r"/v1/models/[^/]+:(predict|explain)|/v2/models/[^/]+(/versions/[^/]+)?/infer")
+
+
+class CountRequests:
+    """ASGI layer in front of the whole HTTP app: counts each inference request by the
+    status it was answered with, whichever path (fast path, kserve's endpoints, an
+    exception handler) produced the answer. An app that raises counts as a 500."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], counters: RequestCounters = COUNTERS) -> None:
+        self.app = app
+        self.counters = counters
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not _INFERENCE_PATH.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        status: int | None = None
+
+        async def observe(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        except BaseException:
+            status = status or 500
+            raise
+        finally:
+            if status is not None:  # None: the client left before any answer
+                self.counters.record(status)

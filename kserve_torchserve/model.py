@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Dict, Optional, TypeVar, Union
+from typing import Any, Awaitable, Callable, Dict, Optional, Union
 
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from . import codec, metrics
+from . import codec
 from .client import TorchServeClient
 from .errors import UpstreamError
 from .model_config import ModelSpec
-
-
-T = TypeVar("T")
 
 
 class TorchServeModel(kserve.Model):  # type: ignore[misc]
@@ -48,23 +45,16 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         headers: Optional[Dict[str, str]] = None,
         response_headers: Optional[Dict[str, str]] = None,
     ) -> Union[Dict[str, Any], InferResponse]:
-        return await self._counted(self._predict(payload))
+        predictions = await self._send_rows(self._rows(payload), self._predict_one)
+        if isinstance(payload, InferRequest):
+            return codec.v2_response(payload, self.name, predictions)
+        return codec.v1_response(predictions)
 
     async def explain(
         self, payload: Union[Dict[str, Any], InferRequest], headers: Optional[Dict[str, str]] = None
     ) -> Dict[str, Any]:
         """v1 :explain -> the handler's explain path, one TorchServe request per instance."""
-        return await self._counted(self._explain(payload))
-
-    async def _counted(self, work: Awaitable[T]) -> T:
-        """Await ``work``, counting it in the request metrics by outcome (metrics.py)."""
-        try:
-            result = await work
-        except Exception as exc:
-            metrics.count(exc)
-            raise
-        metrics.count()
-        return result
+        return {"explanations": await self._send_rows(self._rows(payload), self._explain_one)}
 
     def _rows(self, payload: Union[Dict[str, Any], InferRequest]) -> list[codec.Row]:
         if not self.ready:
@@ -77,18 +67,6 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
                 "split the request, or raise TS_JOB_QUEUE_SIZE",
             )
         return rows
-
-    async def _predict(self, payload: Union[Dict[str, Any], InferRequest]) -> Union[Dict[str, Any], InferResponse]:
-        predictions = await self._predict_rows(self._rows(payload))
-        if isinstance(payload, InferRequest):
-            return codec.v2_response(payload, self.name, predictions)
-        return codec.v1_response(predictions)
-
-    async def _explain(self, payload: Union[Dict[str, Any], InferRequest]) -> Dict[str, Any]:
-        return {"explanations": await self._send_rows(self._rows(payload), self._explain_one)}
-
-    async def _predict_rows(self, rows: list[codec.Row]) -> list[Any]:
-        return await self._send_rows(rows, self._predict_one)
 
     async def _send_rows(
         self, rows: list[codec.Row], send: Callable[[codec.Row], Awaitable[bytes]]

@@ -38,7 +38,7 @@ from .cpus import threads_per_worker
 from .errors import StartupError, TorchServeGaveUp, UpstreamError
 from .fastpath import FastPath
 from .model import TorchServeModel
-from .metrics import MetricsScraper, merged_metrics_config
+from .metrics import CountRequests, MetricsScraper, merged_metrics_config
 from .model_store import build_model_store
 from .process import Layout, TorchServeProcess
 from .properties import LOOPBACK, Ports, effective_properties, render_properties
@@ -48,6 +48,12 @@ from .supervisor import RestartPolicy, Supervisor
 from .tslog import render_log4j2
 
 logger = logging.getLogger(__name__)
+
+
+def per_request_logging() -> bool:
+    """kserve's per-request lines (timing, latency with the request id) are on: TS_LOG_LEVEL=DEBUG
+    (__main__ opens kserve's loggers at DEBUG only)."""
+    return logging.getLogger("kserve.trace").isEnabledFor(logging.INFO)
 
 
 class TorchServeDataPlane(DataPlane):  # type: ignore[misc]
@@ -70,7 +76,7 @@ class LeanRESTServer(RESTServer):  # type: ignore[misc]
     metrics: MetricsScraper | None = None
 
     def _add_middlewares(self, app: Any) -> None:
-        if logging.getLogger("kserve.trace").isEnabledFor(logging.INFO):
+        if per_request_logging():
             super()._add_middlewares(app)
 
     def _register_endpoints(self, app: Any) -> None:
@@ -142,7 +148,7 @@ async def start_backend(settings: Settings, layout: Layout) -> Backend:
         inference_url=props["inference_address"], max_request_bytes=int(props["max_request_size"]),
     )
     entries = json.loads(props["models"])  # the per-model values TorchServe will use
-    debug = logging.getLogger("kserve.trace").isEnabledFor(logging.INFO)
+    debug = per_request_logging()
     models = [
         TorchServeModel(
             spec, client, float(entries[spec.name][spec.version]["responseTimeout"]), int(props["job_queue_size"])
@@ -245,8 +251,8 @@ async def _serve(settings: Settings, layout: Layout, stop: asyncio.Event) -> int
         grace_period=int(settings.grace_period_s),
     )
     rest.metrics = MetricsScraper(backend.metrics_url)
-    if settings.fast_path:
-        rest.config.app = FastPath(kserve_app, dataplane)  # the hot routes skip FastAPI (fastpath.py)
+    # The hot routes skip FastAPI (fastpath.py); requests are counted whichever path answers.
+    rest.config.app = CountRequests(FastPath(kserve_app, dataplane) if settings.fast_path else kserve_app)
     tasks: dict[str, asyncio.Future[Any]] = {"rest": asyncio.ensure_future(rest.start())}
     grpc_server = None
     if settings.enable_grpc:

@@ -46,7 +46,6 @@ _INT_VARS: dict[str, tuple[str, int]] = {
     "TS_DEFAULT_RESPONSE_TIMEOUT": ("default_response_timeout", 1),
     "TS_JOB_QUEUE_SIZE": ("job_queue_size", 1),
 }
-_SPECIAL_VARS = {"TS_LOAD_MODELS", "TS_LOG_LEVEL", "TS_CONFIG_FILE"}
 
 
 @dataclass(frozen=True)
