@@ -268,15 +268,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         workloads = build_workloads(work)
-        # (name, workload, TorchServe env, concurrency levels, rounds per point). W2's
-        # differences are a few percent, under this VM's noise between neighbouring points,
-        # so W2 takes the median of three interleaved rounds.
-        plan = [("W1", "W1", {}, levels, 1),
+        # (name, workload, TorchServe env, concurrency levels, rounds per point). Single
+        # points move by 10-20% between rounds on this VM, more than the differences being
+        # measured, so each point is the median of three interleaved rounds.
+        repeats = 1 if args.quick else 3
+        plan = [("W1", "W1", {}, levels, repeats),
                 ("W1-batch8", "W1", {"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "5"},
-                 [32] if args.quick else [8, 32, 64], 1),
+                 [32] if args.quick else [8, 32, 64], repeats),
                 ("W1-batch1-c32", "W1", {}, [32], 1),
                 ("W2", "W2", {"TS_BATCH_SIZE": "4", "TS_MAX_BATCH_DELAY": "10"},
-                 [1, 4, 16] if args.quick else [1, 4, 8, 16], 1 if args.quick else 3)]
+                 [1, 4, 16] if args.quick else [1, 4, 8, 16], repeats)]
         for name, workload, env, run_levels, repeats in plan:
             if name == "W1-batch1-c32" and 32 in levels:
                 continue  # the W1 sweep already has it

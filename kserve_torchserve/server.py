@@ -37,6 +37,7 @@ from .client import TorchServeClient
 from .cpus import threads_per_worker
 from .errors import StartupError, TorchServeGaveUp, UpstreamError
 from .fastpath import FastPath
+from .grpc_fastpath import LeanGRPCServer
 from .model import TorchServeModel
 from .metrics import CountRequests, MetricsScraper, merged_metrics_config
 from .model_store import build_model_store
@@ -260,9 +261,13 @@ async def _serve(settings: Settings, layout: Layout, stop: asyncio.Event) -> int
             "grpc_max_send_message_length": settings.grpc_max_send_message_length,
             "grpc_max_receive_message_length": settings.grpc_max_receive_message_length,
         }
-        grpc_server = GRPCServer(
-            settings.grpc_port, dataplane, extension, kwargs=grpc_options, grace_period=int(settings.grace_period_s)
-        )
+        if settings.fast_path and not per_request_logging():
+            grpc_server = LeanGRPCServer(settings.grpc_port, dataplane, extension, kwargs=grpc_options,
+                                         grace_period=int(settings.grace_period_s), registry=registry)
+        else:  # kserve's own, whose interceptor logs every call at DEBUG
+            grpc_server = GRPCServer(
+                settings.grpc_port, dataplane, extension, kwargs=grpc_options, grace_period=int(settings.grace_period_s)
+            )
         tasks["grpc"] = asyncio.ensure_future(grpc_server.start(max_workers=settings.grpc_max_threads))
     tasks["supervisor"] = asyncio.ensure_future(backend.supervisor.run())
     tasks["stop"] = asyncio.ensure_future(stop.wait())

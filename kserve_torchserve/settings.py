@@ -228,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--disable_fast_path",
         action="store_true",
-        help="Route v1 :predict and v2 /infer through kserve's FastAPI endpoints too, instead of calling "
-        "kserve's DataPlane directly (same answers, more CPU per request; for debugging).",
+        help="Route v1 :predict and v2 /infer through kserve's FastAPI endpoints, and gRPC ModelInfer through "
+        "kserve's interceptors and servicer, too, instead of the fast paths (same answers, more CPU per "
+        "request; for debugging).",
     )
     return parser
 

@@ -10,7 +10,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
+import grpc
 import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import ASSETS, ROOT, Server, build_mar, http
@@ -108,6 +111,11 @@ def test_scrape_survives_torchserve_being_down(server: Server) -> None:
     assert value(scrape(server)[1], "torchserve_metrics_up") == 1
 
 
+def grpc_infer(port: int, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
+
+
 def test_debug_logs_per_request_lines_and_info_does_not(tmp_path: Path) -> None:
     store = tmp_path / "store"
     build_mar(ASSETS / "sleepy_handler.py", "sleepy", store)
@@ -122,6 +130,10 @@ def test_debug_logs_per_request_lines_and_info_does_not(tmp_path: Path) -> None:
                 headers = {"x-request-id": f"req-{level}-{i}"}
                 assert http("POST", f"{srv.url}/v1/models/sleepy:predict", {"instances": [{"i": i}]},
                             headers=headers)[0] == 200
+            answer = grpc_infer(srv.grpc_port, pb.ModelInferRequest(model_name="sleepy", inputs=[
+                pb.ModelInferRequest.InferInputTensor(name="data", datatype="BYTES", shape=[1],
+                                                      contents=pb.InferTensorContents(bytes_contents=[b"hi"]))]))
+            assert list(answer.outputs[0].contents.bytes_contents) == [b'{"echo":{"data":"hi"}}']
             time.sleep(1)
             lines[level] = srv.log().splitlines()[before:]
         finally:
@@ -129,5 +141,6 @@ def test_debug_logs_per_request_lines_and_info_does_not(tmp_path: Path) -> None:
     assert lines["INFO"] == [], lines["INFO"]  # no line per request by default
     debug = "\n".join(lines["DEBUG"])
     assert "requestId: req-DEBUG-3" in debug  # request ids in DEBUG
+    assert "grpc method: /inference.GRPCInferenceService/ModelInfer" in debug  # kserve's gRPC line too
     assert "torchserve: [DEBUG]" in debug  # TorchServe's own debug lines, forwarded with a prefix
 

@@ -1,0 +1,166 @@
+"""How close can any Python v2 gRPC front get to TorchServe's own gRPC? Measured, side by side.
+
+W1 (the digits MLP, where serving overhead dominates), one TorchServe, four gRPC
+systems called by the same grpc.aio closed loop, interleaved rounds:
+  ts-grpc          TorchServe's Java gRPC Predictions, called directly;
+  ours-v2-grpc     kserve's gRPC server -> DataPlane -> our model -> TorchServe REST;
+  python-forward   the leanest Python front (benchmarks/grpc_fronts.py forward): grpc.aio,
+                   one proto in, one REST call to the same TorchServe, one proto out;
+  python-echo      grpc.aio answering a fixed response, no upstream (the bare gRPC cost).
+For each: req/s, p50, and CPU ms per request of the front, Java, the workers and the
+load generator. On a machine where all of them share the cores, req/s follows the sum.
+
+  .venv/bin/python benchmarks/grpc_floor.py [--levels 8 32] [--rounds 3] [--seconds 5] [--warmup 8]
+Writes benchmarks/results/<date>-grpc-floor[-<server arg>].json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import load  # noqa: E402
+from benchmarks.run import RESULTS, Processes, build_workloads  # noqa: E402
+from kserve_torchserve.properties import parse_properties  # noqa: E402
+from kserve_torchserve.server import free_ports  # noqa: E402
+from tests.helpers import Server  # noqa: E402
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads: the load generator's event loop and gRPC's
+    return usage.ru_utime + usage.ru_stime
+
+
+def _measure(call: Callable[[], dict[str, Any]], procs: Processes) -> dict[str, Any]:
+    before, own = procs.snapshot(), _own_cpu()
+    result = call()
+    after, own_after = procs.snapshot(), _own_cpu()
+    requests = max(result["requests"], 1)
+    cpu = {k: 1000 * (after[k] - before[k]) / requests for k in before}
+    cpu["load generator"] = 1000 * (own_after - own) / requests
+    cpu["total"] = sum(cpu.values())
+    result["cpu_ms_per_request"] = {k: round(v, 3) for k, v in cpu.items()}
+    return result
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"front exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"front not listening on {port} after {timeout}s")
+
+
+def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_args: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        w1 = build_workloads(work)["W1"]
+        (work / "server").mkdir()
+        server = Server(w1["storage"], work / "server", model_name=w1["model"], args=server_args)
+        fronts: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        try:
+            server.wait_ready(timeout=300)
+            props = parse_properties((server.work_dir / "config.properties").read_text())
+            key = json.loads((server.work_dir / "key_file.json").read_text())["inference"]["key"]
+            for kind, port in zip(("echo", "forward"), free_ports(2)):
+                proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "grpc_fronts.py"), kind, str(port),
+                                         str(server.work_dir)])
+                fronts[f"python-{kind}"] = (proc, port)
+                _wait_port(port, proc)
+            procs = Processes(server)
+            front_pid = {"ours-v2-grpc": server.proc.pid, **{name: p.pid for name, (p, _) in fronts.items()}}
+            targets = {"ours-v2-grpc": server.grpc_port, **{name: port for name, (_, port) in fronts.items()}}
+            ts_target = f"127.0.0.1:{props['grpc_inference_port']}"
+
+            def call(system: str, level: int, secs: float) -> dict[str, Any]:
+                if system == "ts-grpc":
+                    return asyncio.run(load.grpc_ts(ts_target, w1["model"], w1["ts_row"], key, level, secs))
+                return asyncio.run(load.grpc_ours(f"127.0.0.1:{targets[system]}", w1["model"], w1, level, secs))
+
+            systems = ["ts-grpc", "ours-v2-grpc", "python-forward", "python-echo"]
+            for system in systems:  # Java's JIT compiles both its gRPC and REST paths before anything is measured
+                call(system, 8, warmup)
+            results: dict[str, dict[int, Any]] = {s: {} for s in systems}
+            for level in levels:
+                points: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+                for _ in range(rounds):
+                    for system in systems:
+                        procs.groups["ours"] = [front_pid.get(system, server.proc.pid)]
+                        point = _measure(lambda: call(system, level, seconds), procs)
+                        point["cpu_ms_per_request"]["front"] = point["cpu_ms_per_request"].pop("ours")
+                        if system == "ts-grpc":
+                            point["cpu_ms_per_request"]["front"] = 0.0  # no front: our idle server is not in the path
+                        points[system].append(point)
+                for system, runs in points.items():
+                    median = sorted(runs, key=lambda p: p["rps"])[len(runs) // 2]
+                    median["rounds_rps"] = [round(p["rps"], 1) for p in runs]
+                    results[system][level] = median
+                print(f"  c={level}: " + ", ".join(f"{s} {results[s][level]['rps']:.0f}/s" for s in systems), flush=True)
+            return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "cpus": os.cpu_count(), "seconds_per_point": seconds, "rounds": rounds, "systems": results,
+                    "ratios_vs_ts_grpc": {s: {lv: round(results[s][lv]["rps"] / results["ts-grpc"][lv]["rps"], 3)
+                                              for lv in levels} for s in systems if s != "ts-grpc"}}
+        finally:
+            for proc, _ in fronts.values():
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            server.stop()
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"{'system':<16} {'c':>3} {'req/s':>7} {'ratio':>6} {'p50 ms':>7}  "
+          "cpu ms/req: front / java / workers / load gen = total")
+    for system, points in report["systems"].items():
+        for level, p in points.items():
+            cpu = p["cpu_ms_per_request"]
+            ratio = report["ratios_vs_ts_grpc"].get(system, {}).get(level, 1.0)
+            print(f"{system:<16} {level:>3} {p['rps']:7.0f} {ratio:6.2f} {p['p50_ms']:7.2f}  "
+                  f"{cpu['front']:.2f} / {cpu['java']:.2f} / {cpu['workers']:.2f} / {cpu['load generator']:.2f}"
+                  f" = {cpu['total']:.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=8.0, help="seconds of load per system before measuring")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="an extra flag for our server, e.g. --server-arg=--disable_fast_path")
+    args = parser.parse_args()
+    report = run(args.levels, args.rounds, args.seconds, args.warmup, args.server_arg)
+    report["server_args"] = args.server_arg
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    variant = "".join(f"-{arg.strip('-')}" for arg in args.server_arg)  # an A/B run keeps its own file
+    path = RESULTS / f"{datetime.date.today().isoformat()}-grpc-floor{variant}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""gRPC fast path: ModelInfer for our models without kserve's per-call layers.
+
+kserve's gRPC server runs every call through two Python interceptors (grpc_interceptor
+builds a new handler per call), then its servicer, DataPlane.infer and Model.__call__
+(three histograms, three ``inspect.iscoroutinefunction`` checks, two clocks per stage).
+On W1 that cost our process ~0.15 ms of CPU per call on top of grpc.aio's own, the
+difference between ~0.75x and ~0.9x of TorchServe's own gRPC throughput on two shared
+cores (benchmarks/grpc_floor.py measures it).
+
+Here ModelInfer for one of our models does what kserve's path does, in the same order:
+kserve's ``validate_grpc_request`` -> ``InferRequest.from_grpc`` -> ``model.predict``
+-> ``to_grpc``, recording kserve's per-model preprocess/predict/postprocess
+histograms, with errors answered by kserve's own ExceptionToStatusInterceptor (same
+codes, same details). Every other method, and ModelInfer for a name we do not serve,
+goes through kserve's interceptors and servicer unchanged. server.py uses kserve's
+plain GRPCServer instead when per-request logging is on (TS_LOG_LEVEL=DEBUG) or with
+``--disable_fast_path``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from concurrent import futures
+from typing import Any, Awaitable, Callable, cast
+
+import grpc
+from grpc import aio
+from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME
+from kserve.model_repository import ModelRepository
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from .model import TorchServeModel
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
+    """The only server interceptor: ModelInfer goes to ``model_infer``; the rest through kserve's chain."""
+
+    def __init__(self, servicer: InferenceServicer, registry: ModelRepository) -> None:
+        self._servicer = servicer
+        self._registry = registry
+        self._logging = LoggingInterceptor()
+        self._exceptions = ExceptionToStatusInterceptor()
+        # Built once: grpc_interceptor builds a handler like this on every call.
+        self._handler = grpc.unary_unary_rpc_method_handler(
+            self.model_infer,
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelInferResponse.SerializeToString,
+        )
+        self._histograms: dict[str, tuple[Any, Any, Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if details.method == MODEL_INFER:
+            return self._handler
+        # kserve's interceptors, in kserve's order: logging first, then exceptions -> status codes.
+        return await self._logging.intercept_service(
+            functools.partial(self._exceptions.intercept_service, continuation), details
+        )
+
+    def _histograms_for(self, model: str) -> tuple[Any, Any, Any]:
+        children = self._histograms.get(model)
+        if children is None:  # prometheus' labels() takes a lock and builds a key every call
+            children = tuple(h.labels(model_name=model) for h in (PRE_HIST_TIME, PREDICT_HIST_TIME, POST_HIST_TIME))
+            self._histograms[model] = children
+        return children
+
+    async def model_infer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
+        try:
+            model = self._registry.get_model(request.model_name)
+            if not isinstance(model, TorchServeModel):  # not ours (or unknown: kserve's NOT_FOUND)
+                return await self._servicer.ModelInfer(request, context)
+            preprocess, predict, postprocess = self._histograms_for(model.name)
+            InferenceServicer.validate_grpc_request(request)
+            started = time.perf_counter()
+            infer_request = InferRequest.from_grpc(request)
+            decoded = time.perf_counter()
+            preprocess.observe(decoded - started)
+            try:
+                response = await model.predict(infer_request)
+            finally:
+                predicted = time.perf_counter()
+                predict.observe(predicted - decoded)
+            answer = cast(InferResponse, response).to_grpc()  # predict answers an InferRequest so
+            postprocess.observe(time.perf_counter() - predicted)
+            return answer
+        except Exception as exc:
+            await self._exceptions.handle_exception(exc, request, context, MODEL_INFER)  # always raises
+            raise  # unreachable: keeps type checkers sure no response is returned
+
+
+class LeanGRPCServer(GRPCServer):  # type: ignore[misc]
+    """kserve's GRPCServer (same options, servicer and port) with ModelInferFastPath as its interceptor.
+
+    ``start`` mirrors kserve 0.21's, which fixes its interceptors inside the method.
+    """
+
+    def __init__(self, *args: Any, registry: ModelRepository, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._registry = registry
+
+    async def start(self, max_workers: int) -> None:
+        servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(ModelInferFastPath(servicer, self._registry),),
+            options=[
+                ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
+                ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),
+            ],
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
+        self._server.add_insecure_port(f"[::]:{self._port}")
+        await self._server.start()
+        await self._server.wait_for_termination()
