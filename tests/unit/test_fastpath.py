@@ -8,39 +8,22 @@ path): this test is about the HTTP layer only.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
-from kserve.model_repository import ModelRepository
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from kserve_torchserve.errors import UpstreamError
 from kserve_torchserve.fastpath import FastPath, plain_json, route
-from kserve_torchserve.model import TorchServeModel
-from kserve_torchserve.model_config import ModelSpec
 from kserve_torchserve.server import LeanRESTServer, TorchServeDataPlane, upstream_error_handler
-
-
-class FakeClient:
-    """Answers a row with the sum of its numbers; "boom" fails as a handler error would."""
-
-    async def predict(self, model: str, version: str | None, row: Mapping[str, bytes], timeout: float) -> bytes:
-        if row["data"] == b"boom":  # a string instance travels as its UTF-8 text
-            raise UpstreamError(500, f"model {model} failed: its handler raised an error")
-        value = json.loads(row["data"])
-        return json.dumps(sum(value) if isinstance(value, list) else value).encode()
+from tests.unit.fake_torchserve import two_models
 
 
 def _app() -> tuple[FastAPI, TorchServeDataPlane]:
-    registry = ModelRepository()
-    ready = TorchServeModel(ModelSpec("m", "1.0", "m.mar", "h"), FakeClient(), 10, 5)  # type: ignore[arg-type]
-    ready.ready = True
-    starting = TorchServeModel(ModelSpec("starting", "1.0", "s.mar", "h"), FakeClient(), 10, 5)  # type: ignore[arg-type]
-    for model in (ready, starting):
-        registry.update(model)
+    registry = two_models()
     dataplane = TorchServeDataPlane(model_registry=registry)
     app = FastAPI(default_response_class=ORJSONResponse)
     rest = LeanRESTServer("unused:app", dataplane, ModelRepositoryExtension(model_registry=registry), 0)

@@ -8,13 +8,11 @@ this test is about the gRPC layer only.
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator
 
 import grpc
 import pytest
-from kserve.model_repository import ModelRepository
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from kserve.protocol.grpc.server import GRPCServer
@@ -22,38 +20,18 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from prometheus_client import REGISTRY
 
-from kserve_torchserve.errors import UpstreamError
 from kserve_torchserve.grpc_fastpath import LeanGRPCServer
-from kserve_torchserve.model import TorchServeModel
-from kserve_torchserve.model_config import ModelSpec
 from kserve_torchserve.server import TorchServeDataPlane, free_ports
+from tests.unit.fake_torchserve import two_models
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 OPTIONS = {"grpc_max_send_message_length": 1 << 20, "grpc_max_receive_message_length": 1 << 20}
 
 
-class FakeClient:
-    """Answers a row with the sum of its numbers (or its length when not JSON); "boom" fails."""
-
-    async def predict(self, model: str, version: str | None, row: Mapping[str, bytes], timeout: float) -> bytes:
-        if row["data"] == b"boom":
-            raise UpstreamError(500, f"model {model} failed: its handler raised an error")
-        try:
-            value = json.loads(row["data"])
-        except ValueError:
-            return json.dumps(len(row["data"])).encode()
-        return json.dumps(sum(value) if isinstance(value, list) else value).encode()
-
-
 @pytest.fixture
 async def stubs() -> AsyncIterator[tuple[Any, Any]]:
     """(kserve's server, ours), started on free ports over the same registry; stopped after."""
-    registry = ModelRepository()
-    ready = TorchServeModel(ModelSpec("m", "1.0", "m.mar", "h"), FakeClient(), 10, 5)  # type: ignore[arg-type]
-    ready.ready = True
-    starting = TorchServeModel(ModelSpec("starting", "1.0", "s.mar", "h"), FakeClient(), 10, 5)  # type: ignore[arg-type]
-    for model in (ready, starting):
-        registry.update(model)
+    registry = two_models()
     dataplane = TorchServeDataPlane(model_registry=registry)
     extension = ModelRepositoryExtension(model_registry=registry)
     kserve_port, our_port = free_ports(2)
