@@ -56,14 +56,21 @@ def encode_value(value: Any) -> bytes:
             return base64.b64decode(value["b64"], validate=True)
         except ValueError:
             raise InvalidInput('"b64" value is not valid base64: encode the bytes with standard base64') from None
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.ndarray, np.generic)):  # a row of a 1-D tensor is a numpy scalar
         value = value.tolist()
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
+def input_name(name: str) -> str:
+    """A name that becomes a multipart part name (ts_http.Multipart): refused if it could end the header."""
+    if '"' in name or "\r" in name or "\n" in name:
+        raise InvalidInput(f"input name {name!r} contains a quote or a line break: rename the input")
+    return name
+
+
 def row_from_instance(instance: Any) -> Row:
     if isinstance(instance, dict) and instance and set(instance) != {"b64"}:
-        return {str(key): encode_value(value) for key, value in instance.items()}
+        return {input_name(str(key)): encode_value(value) for key, value in instance.items()}
     return {"data": encode_value(instance)}
 
 
@@ -125,6 +132,8 @@ def v2_rows(request: InferRequest) -> list[Row]:
         )
     if len(columns) == 1:
         return [{"data": encode_value(value)} for value in columns[0][1]]
+    for name, _ in columns:
+        input_name(name)
     return [{name: encode_value(values[i]) for name, values in columns} for i in range(sizes.pop())]
 
 

@@ -149,7 +149,7 @@ class Multipart:
 
     The boundary is random per process; a request whose bytes happen to contain it gets
     a fresh one, so no input can end a part early. Input names are checked by the codec
-    (no quotes or line breaks).
+    (codec.input_name: no quotes or line breaks).
     """
 
     def __init__(self) -> None:

@@ -13,9 +13,12 @@ from kserve_torchserve.model_config import ModelSpec
 
 
 class FakeClient:
-    """Answers a row with the sum of its numbers (its length when not JSON); "boom" fails as a handler would."""
+    """Answers a row with the sum of its numbers (its length when not JSON, its input names when several);
+    "boom" fails as a handler would."""
 
     async def predict(self, model: str, version: str | None, row: Mapping[str, bytes], timeout: float) -> bytes:
+        if set(row) != {"data"}:  # several inputs: their names, in order
+            return json.dumps(list(row)).encode()
         if row["data"] == b"boom":  # a string instance travels as its UTF-8 text
             raise UpstreamError(500, f"model {model} failed: its handler raised an error")
         try:

@@ -48,6 +48,18 @@ def test_v1_bad_bodies_are_400_with_a_message(body: object, message: str) -> Non
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("name", ['a"b', "a\r\nContent-Type: text/plain", "a\nb"])
+def test_input_names_that_would_break_the_multipart_header_are_400(name: str) -> None:
+    with pytest.raises(InvalidInput, match="contains a quote or a line break: rename the input"):
+        codec.v1_rows({"instances": [{name: 1, "other": 2}]})
+    first, second = InferInput(name, [1], "INT32"), InferInput("other", [1], "INT32")
+    for tensor in (first, second):
+        tensor.set_data_from_numpy(np.array([1], dtype=np.int32), binary_data=False)
+    with pytest.raises(InvalidInput, match="contains a quote or a line break"):
+        codec.v2_rows(_request(first, second))
+    assert codec.v2_rows(_request(first)) == [{"data": b"1"}]  # one input travels as "data": its name is not sent
+
+
 def _request(*inputs: InferInput) -> InferRequest:
     return InferRequest(model_name="m", infer_inputs=list(inputs), request_id="r1")
 
@@ -58,6 +70,16 @@ def test_v2_fp32_rows_split_on_first_dimension() -> None:
     tensor.set_data_from_numpy(data, binary_data=False)
     rows = codec.v2_rows(_request(tensor))
     assert [json.loads(r["data"]) for r in rows] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+
+
+@pytest.mark.parametrize("datatype,dtype", [("FP32", np.float32), ("INT64", np.int64), ("BOOL", np.bool_),
+                                            ("FP16", np.float16), ("UINT8", np.uint8)])
+def test_v2_one_dimensional_tensors_give_one_number_per_row(datatype: str, dtype: type) -> None:
+    tensor = InferInput("x", [3], datatype)
+    data = np.array([1, 0, 2], dtype=dtype)
+    tensor.set_data_from_numpy(data, binary_data=False)
+    rows = codec.v2_rows(_request(tensor))
+    assert [json.loads(r["data"]) for r in rows] == data.tolist()  # was a TypeError (500): numpy scalars
 
 
 def test_v2_bytes_rows_stay_raw_and_many_inputs_keep_names() -> None:

@@ -47,6 +47,7 @@ CASES: list[tuple[str, Any, dict[str, str]]] = [
                                         "data": [1, 2, 3, 4]}]}, {}),
     ("/v2/models/m/infer", {"id": "abc", "inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT64",
                                                      "data": [1, 2]}]}, {}),
+    ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]}]}, {}),
     ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32"}]}, {}),  # schema: kserve's
     ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1]}]}, {}),
     ("/v2/models/m/infer", {"inputs": []}, {}),

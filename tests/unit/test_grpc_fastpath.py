@@ -56,43 +56,44 @@ def _fp32(*values: float) -> bytes:
     return struct.pack(f"<{len(values)}f", *values)
 
 
-CASES: list[tuple[str, pb.ModelInferRequest]] = [
+# (id, request, the code both servers must answer with)
+CASES: list[tuple[str, pb.ModelInferRequest, str]] = [
     ("fp32 2x2", pb.ModelInferRequest(model_name="m", inputs=[Tensor(
-        name="x", datatype="FP32", shape=[2, 2], contents=pb.InferTensorContents(fp32_contents=[1, 2, 3, 4.5]))])),
+        name="x", datatype="FP32", shape=[2, 2], contents=pb.InferTensorContents(fp32_contents=[1, 2, 3, 4.5]))]), "OK"),
     ("int64 with id", pb.ModelInferRequest(model_name="m", id="abc", inputs=[Tensor(
-        name="x", datatype="INT64", shape=[1, 2], contents=pb.InferTensorContents(int64_contents=[1, 2]))])),
+        name="x", datatype="INT64", shape=[1, 2], contents=pb.InferTensorContents(int64_contents=[1, 2]))]), "OK"),
     ("fp64", pb.ModelInferRequest(model_name="m", inputs=[Tensor(
-        name="x", datatype="FP64", shape=[1, 3], contents=pb.InferTensorContents(fp64_contents=[0.1, 0.2, 0.3]))])),
+        name="x", datatype="FP64", shape=[1, 3], contents=pb.InferTensorContents(fp64_contents=[0.1, 0.2, 0.3]))]), "OK"),
     ("bool", pb.ModelInferRequest(model_name="m", inputs=[Tensor(
-        name="x", datatype="BOOL", shape=[1, 3], contents=pb.InferTensorContents(bool_contents=[True, False, True]))])),
+        name="x", datatype="BOOL", shape=[1, 3], contents=pb.InferTensorContents(bool_contents=[True, False, True]))]), "OK"),
     ("bytes", pb.ModelInferRequest(model_name="m", inputs=[Tensor(
-        name="x", datatype="BYTES", shape=[2], contents=pb.InferTensorContents(bytes_contents=[b"\x89PNG", b"hi"]))])),
+        name="x", datatype="BYTES", shape=[2], contents=pb.InferTensorContents(bytes_contents=[b"\x89PNG", b"hi"]))]), "OK"),
     ("raw fp32", pb.ModelInferRequest(model_name="m", raw_input_contents=[_fp32(1, 2, 3)], inputs=[Tensor(
-        name="x", datatype="FP32", shape=[1, 3])])),
+        name="x", datatype="FP32", shape=[1, 3])]), "OK"),
     ("two inputs", pb.ModelInferRequest(model_name="m", inputs=[
         Tensor(name="a", datatype="INT32", shape=[1, 1], contents=pb.InferTensorContents(int_contents=[7])),
-        Tensor(name="b", datatype="INT32", shape=[1, 1], contents=pb.InferTensorContents(int_contents=[8]))])),
+        Tensor(name="b", datatype="INT32", shape=[1, 1], contents=pb.InferTensorContents(int_contents=[8]))]), "OK"),
     # Refused by kserve's own check, before any conversion.
     ("raw count mismatch", pb.ModelInferRequest(model_name="m", raw_input_contents=[_fp32(1), _fp32(2)], inputs=[
-        Tensor(name="x", datatype="FP32", shape=[1, 1])])),
+        Tensor(name="x", datatype="FP32", shape=[1, 1])]), "INVALID_ARGUMENT"),
     ("raw and contents", pb.ModelInferRequest(model_name="m", raw_input_contents=[_fp32(1)], inputs=[Tensor(
-        name="x", datatype="FP32", shape=[1, 1], contents=pb.InferTensorContents(fp32_contents=[1]))])),
+        name="x", datatype="FP32", shape=[1, 1], contents=pb.InferTensorContents(fp32_contents=[1]))]), "INVALID_ARGUMENT"),
     # Refused by our codec.
-    ("no inputs", pb.ModelInferRequest(model_name="m")),
+    ("no inputs", pb.ModelInferRequest(model_name="m"), "INVALID_ARGUMENT"),
     ("shape and data disagree", pb.ModelInferRequest(model_name="m", inputs=[Tensor(
-        name="x", datatype="FP32", shape=[3], contents=pb.InferTensorContents(fp32_contents=[1]))])),
+        name="x", datatype="FP32", shape=[3], contents=pb.InferTensorContents(fp32_contents=[1]))]), "INVALID_ARGUMENT"),
     ("batch dims disagree", pb.ModelInferRequest(model_name="m", inputs=[
         Tensor(name="a", datatype="INT32", shape=[1], contents=pb.InferTensorContents(int_contents=[7])),
-        Tensor(name="b", datatype="INT32", shape=[2], contents=pb.InferTensorContents(int_contents=[8, 9]))])),
+        Tensor(name="b", datatype="INT32", shape=[2], contents=pb.InferTensorContents(int_contents=[8, 9]))]), "INVALID_ARGUMENT"),
     ("more rows than the queue", pb.ModelInferRequest(model_name="m", inputs=[Tensor(
-        name="x", datatype="INT64", shape=[6], contents=pb.InferTensorContents(int64_contents=range(6)))])),
+        name="x", datatype="INT64", shape=[6], contents=pb.InferTensorContents(int64_contents=range(6)))]), "RESOURCE_EXHAUSTED"),
     # Refused by the model or on the way to TorchServe.
     ("handler fails", pb.ModelInferRequest(model_name="m", inputs=[Tensor(
-        name="x", datatype="BYTES", shape=[1], contents=pb.InferTensorContents(bytes_contents=[b"boom"]))])),
+        name="x", datatype="BYTES", shape=[1], contents=pb.InferTensorContents(bytes_contents=[b"boom"]))]), "INTERNAL"),
     ("unknown model", pb.ModelInferRequest(model_name="nope", inputs=[Tensor(
-        name="x", datatype="FP32", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1]))])),
+        name="x", datatype="FP32", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1]))]), "NOT_FOUND"),
     ("model not ready", pb.ModelInferRequest(model_name="starting", inputs=[Tensor(
-        name="x", datatype="FP32", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1]))])),
+        name="x", datatype="FP32", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1]))]), "UNAVAILABLE"),
 ]
 
 
@@ -103,10 +104,12 @@ async def _answer(stub: Any, method: str, request: Any) -> tuple[str, Any]:
         return err.code().name, err.details()
 
 
-@pytest.mark.parametrize("request_", [c[1] for c in CASES], ids=[c[0] for c in CASES])
-async def test_model_infer_answers_like_kserve(stubs: tuple[Any, Any], request_: pb.ModelInferRequest) -> None:
+@pytest.mark.parametrize("request_,code", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+async def test_model_infer_answers_like_kserve(stubs: tuple[Any, Any], request_: pb.ModelInferRequest,
+                                               code: str) -> None:
     (slow_code, slow), (fast_code, fast) = [await _answer(stub, "ModelInfer", request_) for stub in stubs]
     assert fast_code == slow_code, (fast, slow)
+    assert fast_code == code, fast
     if fast_code == "OK":
         if not request_.id:  # a generated uuid on both sides
             assert fast.id and slow.id
