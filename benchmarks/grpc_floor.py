@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import RESULTS, Processes, build_workloads  # noqa: E402
+from benchmarks.run import RESULTS, Processes, build_workloads, measure  # noqa: E402
 from kserve_torchserve.properties import parse_properties  # noqa: E402
 from kserve_torchserve.server import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
@@ -45,14 +45,13 @@ def _own_cpu() -> float:
 
 
 def _measure(call: Callable[[], dict[str, Any]], procs: Processes) -> dict[str, Any]:
-    before, own = procs.snapshot(), _own_cpu()
-    result = call()
-    after, own_after = procs.snapshot(), _own_cpu()
-    requests = max(result["requests"], 1)
-    cpu = {k: 1000 * (after[k] - before[k]) / requests for k in before}
-    cpu["load generator"] = 1000 * (own_after - own) / requests
-    cpu["total"] = sum(cpu.values())
-    result["cpu_ms_per_request"] = {k: round(v, 3) for k, v in cpu.items()}
+    """run.measure, plus the load generator's own CPU per request and the sum of all."""
+    own = _own_cpu()
+    result = measure(call, procs)
+    cpu = result["cpu_ms_per_request"]
+    cpu["front"] = cpu.pop("ours")
+    cpu["load generator"] = round(1000 * (_own_cpu() - own) / max(result["requests"], 1), 3)
+    cpu["total"] = round(sum(cpu.values()), 3)
     return result
 
 
@@ -104,12 +103,9 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_ar
                 points: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
                 for _ in range(rounds):
                     for system in systems:
-                        procs.groups["ours"] = [front_pid.get(system, server.proc.pid)]
-                        point = _measure(lambda: call(system, level, seconds), procs)
-                        point["cpu_ms_per_request"]["front"] = point["cpu_ms_per_request"].pop("ours")
-                        if system == "ts-grpc":
-                            point["cpu_ms_per_request"]["front"] = 0.0  # no front: our idle server is not in the path
-                        points[system].append(point)
+                        # TorchServe called directly has no front (our idle server is not in its path).
+                        procs.groups["ours"] = [front_pid[system]] if system in front_pid else []
+                        points[system].append(_measure(lambda: call(system, level, seconds), procs))
                 for system, runs in points.items():
                     median = sorted(runs, key=lambda p: p["rps"])[len(runs) // 2]
                     median["rounds_rps"] = [round(p["rps"], 1) for p in runs]

@@ -275,14 +275,11 @@ def main() -> int:
         plan = [("W1", "W1", {}, levels, repeats),
                 ("W1-batch8", "W1", {"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "5"},
                  [32] if args.quick else [8, 32, 64], repeats),
-                ("W1-batch1-c32", "W1", {}, [32], 1),
                 ("W2", "W2", {"TS_BATCH_SIZE": "4", "TS_MAX_BATCH_DELAY": "10"},
                  [1, 4, 16] if args.quick else [1, 4, 8, 16], repeats)]
-        for name, workload, env, run_levels, repeats in plan:
-            if name == "W1-batch1-c32" and 32 in levels:
-                continue  # the W1 sweep already has it
+        for name, workload, env, run_levels, rounds in plan:
             print(f"{name}: {workload} with {env or 'defaults'}", flush=True)
-            report["runs"][name] = bench_server(name, workloads[workload], env, run_levels, seconds, work, repeats)
+            report["runs"][name] = bench_server(name, workloads[workload], env, run_levels, seconds, work, rounds)
         for workload in ("W1", "W2"):
             report["limits"][workload] = in_process_limit(workload, workloads[workload]["build"],
                                                           workloads[workload]["instance"], seconds)

@@ -105,7 +105,6 @@ class TorchServeClient:
         max_request_bytes: int | None = None,
     ) -> None:
         stubs = protos.load()
-        self._pb = stubs.inference_pb2
         self._mpb = stubs.management_pb2
         options = [("grpc.max_send_message_length", _MAX_MESSAGE), ("grpc.max_receive_message_length", _MAX_MESSAGE)]
         self._inference_channel = grpc.aio.insecure_channel(inference_target, options=options)

@@ -3,9 +3,9 @@
 kserve's gRPC server runs every call through two Python interceptors (grpc_interceptor
 builds a new handler per call), then its servicer, DataPlane.infer and Model.__call__
 (three histograms, three ``inspect.iscoroutinefunction`` checks, two clocks per stage).
-On W1 that cost our process ~0.15 ms of CPU per call on top of grpc.aio's own, the
-difference between ~0.75x and ~0.9x of TorchServe's own gRPC throughput on two shared
-cores (benchmarks/grpc_floor.py measures it).
+On W1 that cost our process ~0.1 ms of CPU per call on top of grpc.aio's own ~0.35 ms;
+without it, 8-10% more calls per second fit on two shared cores (benchmarks/grpc_floor.py
+measures ours against the leanest Python front and TorchServe's own gRPC).
 
 Here ModelInfer for one of our models does what kserve's path does, in the same order:
 kserve's ``validate_grpc_request`` -> ``InferRequest.from_grpc`` -> ``model.predict``
