@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
 from benchmarks.run import RESULTS, Processes, build_workloads, measure  # noqa: E402
-from kserve_torchserve.properties import parse_properties  # noqa: E402
-from kserve_torchserve.server import free_ports  # noqa: E402
+from kserve_torchserve.config.properties import parse_properties  # noqa: E402
+from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
 

@@ -5,7 +5,7 @@
 
 ``echo`` parses a ModelInferRequest and answers a fixed ModelInferResponse: the CPU
 cost of grpc.aio itself, with no upstream call. ``forward`` sends the first FP32 input
-as one row to TorchServe's REST API through our own client (kserve_torchserve.client,
+as one row to TorchServe's REST API through our own client (kserve_torchserve.backend.client,
 keep-alive HTTP/1.1) and wraps the answer in a response: everything a gRPC front must
 do, and nothing else (no kserve servicer, DataPlane, interceptors, codec, metrics or
 error mapping). benchmarks/grpc_floor.py runs them beside ours and TorchServe's gRPC.
@@ -26,9 +26,9 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kserve_torchserve.auth import TokenSource  # noqa: E402
-from kserve_torchserve.client import TorchServeClient  # noqa: E402
-from kserve_torchserve.properties import LOOPBACK, parse_properties  # noqa: E402
+from kserve_torchserve.backend.auth import TokenSource  # noqa: E402
+from kserve_torchserve.backend.client import TorchServeClient  # noqa: E402
+from kserve_torchserve.config.properties import LOOPBACK, parse_properties  # noqa: E402
 
 
 def _response(request: pb.ModelInferRequest, values: list[float]) -> pb.ModelInferResponse:

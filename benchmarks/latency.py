@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2pb  # noqa: E402
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as v2grpc  # noqa: E402
 
-from kserve_torchserve import protos  # noqa: E402
-from kserve_torchserve.properties import parse_properties  # noqa: E402
+from kserve_torchserve.backend import grpc_stubs  # noqa: E402
+from kserve_torchserve.config.properties import parse_properties  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
 
@@ -96,7 +96,7 @@ def main() -> int:
             v2_body = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
                                               "data": instance}]}).encode()
             json_headers = {"Content-Type": "application/json"}
-            stubs = protos.load()
+            stubs = grpc_stubs.load()
             ts_stub = stubs.inference_pb2_grpc.InferenceAPIsServiceStub(grpc.insecure_channel(ts_grpc))
             ts_request = stubs.inference_pb2.PredictionsRequest(
                 model_name="digits", input={"data": json.dumps(instance).encode()})

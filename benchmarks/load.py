@@ -112,9 +112,9 @@ async def grpc_ours(target: str, model: str, workload: dict[str, Any], concurren
 
 async def grpc_ts(target: str, model: str, row: dict[str, bytes], key: str, concurrency: int,
                   seconds: float) -> dict[str, Any]:
-    from kserve_torchserve import protos
+    from kserve_torchserve.backend import grpc_stubs
 
-    stubs = protos.load()
+    stubs = grpc_stubs.load()
     request = stubs.inference_pb2.PredictionsRequest(model_name=model, input=row)
     metadata = (("authorization", f"Bearer {key}"),)
     async with grpc.aio.insecure_channel(target) as channel:

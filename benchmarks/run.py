@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from kserve_torchserve.properties import parse_properties  # noqa: E402
+from kserve_torchserve.config.properties import parse_properties  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -1,3 +1,8 @@
-"""kserve-torchserve: the PyTorch runtime for KServe, TorchServe behind KServe's model server."""
+"""kserve-torchserve: the PyTorch runtime for KServe, TorchServe behind KServe's model server.
+
+Layers, lowest first; each imports only those below it (an import-linter contract in
+setup.cfg, run by the tests, keeps it so): ``errors`` < ``config`` < ``model_store`` <
+``backend`` < ``serving`` < ``management`` < the program (``server``, ``__main__``).
+"""
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ import warnings
 from typing import Sequence
 
 from .errors import StartupError
-from .settings import load_settings
+from .config.settings import load_settings
 
 logger = logging.getLogger("kserve_torchserve")
 

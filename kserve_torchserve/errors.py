@@ -38,7 +38,7 @@ class UpstreamError(GrpcException):
     """A request failed in or on the way to TorchServe.
 
     One type for both of kserve's front doors: kserve's gRPC interceptor answers a
-    GrpcException with its ``status_code``; our REST handler (server.py) answers with
+    GrpcException with its ``status_code``; our REST handler (serving/rest.py) answers with
     ``http_status``. kserve's own InferenceError would give every failure 500 on REST
     and INVALID_ARGUMENT on gRPC.
     """

@@ -27,6 +27,6 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -c scripts/constraints-dev.txt -e '.[test]'
 # Compile TorchServe's gRPC stubs now, so the first server start does not pay for it.
-"$VENV/bin/python" -c 'import kserve_torchserve.protos as p; p.load()'
+"$VENV/bin/python" -c 'import kserve_torchserve.backend.grpc_stubs as p; p.load()'
 echo "$want" > "$stamp"
 echo "[setup] ready: $VENV"

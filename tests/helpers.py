@@ -17,7 +17,7 @@ import psutil
 from model_archiver.model_archiver_config import ModelArchiverConfig
 from model_archiver.model_packaging import generate_model_archive
 
-from kserve_torchserve.server import free_ports
+from kserve_torchserve.backend.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / "assets"

@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Iterator
 
-from kserve_torchserve.server import free_ports
+from kserve_torchserve.backend.ports import free_ports
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

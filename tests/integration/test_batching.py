@@ -11,8 +11,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from kserve_torchserve.cpus import available_cpus
-from kserve_torchserve.properties import parse_properties
+from kserve_torchserve.config.cpus import available_cpus
+from kserve_torchserve.config.properties import parse_properties
 from tests.helpers import ASSETS, Server, build_mar, http
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from typing import Any, Iterator
 import pytest
 
 from kserve_torchserve.errors import StartupError
-from kserve_torchserve.model_store import build_model_store
-from kserve_torchserve.storage import fetch
+from kserve_torchserve.model_store.build import build_model_store
+from kserve_torchserve.model_store.fetch import fetch
 from tests.helpers import Server, http
 from tests.storage_servers import S3Server, gcs_server, http_server, s3_server
 
@@ -68,7 +68,7 @@ def test_s3_endpoint_and_use_https_as_kserve_documents(s3_env: S3Server, tmp_pat
 
 def test_s3_large_object_logs_progress_and_total(s3_env: S3Server, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="kserve_torchserve.storage")
+    caplog.set_level(logging.INFO, logger="kserve_torchserve.model_store.fetch")
     fetch("s3://models/big", tmp_path / "download", progress_interval_s=0.01)
     messages = [r.getMessage() for r in caplog.records]
     assert any("downloading s3://models/big:" in m and "of 48.0 MiB" in m for m in messages), messages

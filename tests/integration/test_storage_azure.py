@@ -22,7 +22,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from kserve_torchserve.model_store import build_model_store
+from kserve_torchserve.model_store.build import build_model_store
+from kserve_torchserve.model_store import fetch_child
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +117,7 @@ def _fetch_in_namespace(azurite: dict[str, Path], uri: str, out: Path) -> tuple[
     result = out.parent / f"{out.name}.json"
     env = {**os.environ, "CA_BUNDLE_CONFIGMAP_NAME": "azurite-ca", "CA_BUNDLE_VOLUME_MOUNT_POINT": str(azurite["ca"]),
            "SSL_CERT_FILE": str(azurite["trusted"]), "REQUESTS_CA_BUNDLE": str(azurite["trusted"])}
-    command = (f'mount --bind {azurite["hosts"]} /etc/hosts && exec "$0" -m kserve_torchserve.storage_process "$1" "$2" '
+    command = (f'mount --bind {azurite["hosts"]} /etc/hosts && exec "$0" -m {fetch_child.__name__} "$1" "$2" '
                f'--result "$3"')
     run = subprocess.run(["unshare", "--mount", "sh", "-c", command, sys.executable, uri, str(out), str(result)],
                          env=env, capture_output=True, text=True, timeout=180)

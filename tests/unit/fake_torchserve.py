@@ -8,8 +8,8 @@ from typing import Mapping
 from kserve.model_repository import ModelRepository
 
 from kserve_torchserve.errors import UpstreamError
-from kserve_torchserve.model import TorchServeModel
-from kserve_torchserve.model_config import ModelSpec
+from kserve_torchserve.serving.model import TorchServeModel
+from kserve_torchserve.config.model_config import ModelSpec
 
 
 class FakeClient:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from kserve_torchserve.properties import OWNED_KEYS, parse_properties
-from kserve_torchserve.settings import load_settings, parse_ts_env
+from kserve_torchserve.config.properties import OWNED_KEYS, parse_properties
+from kserve_torchserve.config.settings import load_settings, parse_ts_env
 from tests.helpers import ROOT
 
 

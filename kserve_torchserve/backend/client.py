@@ -1,0 +1,216 @@
+"""Async client for TorchServe: predictions and explanations over its inference REST
+API (http_pool.py says why), health and model descriptions over its gRPC APIs.
+
+Connections are kept for the whole process (a channel per call cost the predecessor
+dearly), every call has a deadline, and TorchServe's errors become UpstreamError with
+the HTTP/gRPC status a KServe client should see.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Mapping
+from urllib.parse import quote, urlsplit
+
+import grpc
+from google.protobuf import empty_pb2
+
+from . import grpc_stubs, http_pool
+from .auth import KeyKind, Metadata, TokenSource, TokenUnavailable
+from ..errors import UpstreamError
+from ..config.properties import LOOPBACK
+
+_TOKEN_REJECTED = "Token Authorization failed"
+_DEADLINE_MARGIN_S = 5.0
+_MAX_MESSAGE = 2**31 - 1  # size limits are TorchServe's (max_request_size) and kserve's, not the channel's
+
+
+def _clean(details: str | None) -> str:
+    # TorchServe appends the Java exception class on a second line; users need the first.
+    return (details or "").split("\norg.pytorch.serve", 1)[0].strip()
+
+
+def map_rpc_error(err: grpc.aio.AioRpcError, model: str) -> UpstreamError:
+    """A failed gRPC management call (ping, describe) -> UpstreamError."""
+    code, message = err.code(), _clean(err.details())
+    if "ModelNotFoundException" in (err.details() or "") or code == grpc.StatusCode.NOT_FOUND:
+        return UpstreamError(404, f"TorchServe does not serve model {model}: {message}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return UpstreamError(504, f"TorchServe did not answer in time about model {model}")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.PERMISSION_DENIED):
+        return UpstreamError(503, f"TorchServe is unavailable, retry later: {message or code.name}")
+    return UpstreamError(500, f"TorchServe failed about model {model}: {message or code.name}")
+
+
+def _rest_message(body: bytes) -> str:
+    # TorchServe's own errors are {"code", "type", "message"}; a handler that set an error
+    # status (context.set_response_status) answers with whatever it returned.
+    text = body.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text.strip()[:500]
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        return str(parsed["message"])
+    return text.strip()[:500]
+
+
+def map_rest_error(
+    status: int, body: bytes, model: str, elapsed_s: float = 0.0, response_timeout_s: float | None = None,
+    explaining: bool = False,
+) -> UpstreamError:
+    """TorchServe's REST status and body -> the error our clients get, with what to do."""
+    message = _rest_message(body)
+    if message == "Prediction failed":
+        # TorchServe's answer (with 503) when the handler raised: a bug in the handler, not overload.
+        if explaining:
+            return UpstreamError(
+                501, f"model {model} cannot explain: its handler has no explain support or failed while explaining "
+                "(implement explain_handle / get_insights in the handler; see TorchServe's MODEL_LOG lines)"
+            )
+        return UpstreamError(500, f"model {model} failed: its handler raised an error (see TorchServe's MODEL_LOG lines)")
+    if message == "Worker died.":
+        # TorchServe kills a worker that exceeds responseTimeout and says only this; the
+        # time taken tells a timeout from a crash.
+        if response_timeout_s is not None and elapsed_s >= response_timeout_s:
+            return UpstreamError(
+                504, f"model {model} did not answer within its responseTimeout of {response_timeout_s:.0f}s "
+                "(TorchServe restarted the worker); raise TS_DEFAULT_RESPONSE_TIMEOUT or send smaller requests"
+            )
+        return UpstreamError(500, f"model {model} failed: its TorchServe worker died (see TorchServe's log)")
+    if status == 404:
+        return UpstreamError(404, f"TorchServe does not serve model {model}: {message}")
+    if status == 413:
+        return UpstreamError(
+            413, f"request for model {model} is too large for TorchServe: {message or 'request entity too large'}; "
+            "raise TS_MAX_REQUEST_SIZE / TS_MAX_RESPONSE_SIZE or send smaller inputs"
+        )
+    if status in (503, 507):
+        return UpstreamError(503, f"model {model} is unavailable or overloaded, retry later: {message}")
+    if status in (408, 504):
+        return UpstreamError(
+            504, f"model {model} did not answer in time: {message}; "
+            "raise the model's responseTimeout (TS_DEFAULT_RESPONSE_TIMEOUT) or send smaller requests"
+        )
+    if 400 <= status < 600:
+        # The handler's own status for this request (e.g. 422 for an input it refuses).
+        return UpstreamError(status, f"model {model}: {message or status}")
+    return UpstreamError(500, f"model {model} answered with unexpected HTTP status {status}: {message}")
+
+
+class TorchServeClient:
+    def __init__(
+        self, inference_target: str, management_target: str, tokens: TokenSource, inference_url: str = "",
+        max_request_bytes: int | None = None,
+    ) -> None:
+        stubs = grpc_stubs.load()
+        self._mpb = stubs.management_pb2
+        options = [("grpc.max_send_message_length", _MAX_MESSAGE), ("grpc.max_receive_message_length", _MAX_MESSAGE)]
+        self._inference_channel = grpc.aio.insecure_channel(inference_target, options=options)
+        self._management_channel = grpc.aio.insecure_channel(management_target, options=options)
+        self._inference = stubs.inference_pb2_grpc.InferenceAPIsServiceStub(self._inference_channel)
+        self._management = stubs.management_pb2_grpc.ManagementAPIsServiceStub(self._management_channel)
+        self.tokens = tokens
+        url = urlsplit(inference_url)
+        self._rest = http_pool.Pool(url.hostname or LOOPBACK, url.port or 80)
+        self._multipart = http_pool.Multipart()
+        # TorchServe's max_request_size: a bigger request is refused here, with a clear
+        # 413, rather than cut off by Netty mid-write (which reads as a dropped connection).
+        self._max_request_bytes = max_request_bytes
+
+    async def close(self) -> None:
+        await self._inference_channel.close()
+        await self._management_channel.close()
+        self._rest.close()
+
+    async def _call(self, kind: KeyKind, method: Any, request: Any, timeout: float, model: str) -> Any:
+        try:
+            metadata: Metadata = await self.tokens.metadata(kind)
+        except TokenUnavailable as exc:
+            raise UpstreamError(503, f"TorchServe is not ready to serve model {model}: {exc}") from None
+        try:
+            return await method(request, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            if not (err.code() == grpc.StatusCode.PERMISSION_DENIED and _TOKEN_REJECTED in (err.details() or "")):
+                raise map_rpc_error(err, model) from None
+        # Rejected at TorchServe's auth interceptor, so the model never saw it: safe to retry once.
+        try:
+            metadata = await self.tokens.on_rejected(kind, metadata)
+            return await method(request, metadata=metadata, timeout=timeout)
+        except TokenUnavailable as exc:
+            raise UpstreamError(503, f"TorchServe rejected our token for model {model}: {exc}") from None
+        except grpc.aio.AioRpcError as err:
+            raise map_rpc_error(err, model) from None
+
+    async def _post(
+        self, verb: str, model: str, version: str | None, row: Mapping[str, bytes], response_timeout_s: float
+    ) -> bytes:
+        """One row through TorchServe's REST API: its answer, or the UpstreamError a client should see.
+
+        Our deadline runs a little past TorchServe's own responseTimeout so that
+        TorchServe's answer (and its message) arrives first.
+        """
+        content_type, body = self._multipart.encode(row)
+        if self._max_request_bytes is not None and len(body) > self._max_request_bytes:
+            raise UpstreamError(
+                413, f"an instance for model {model} is {len(body)} bytes, over TorchServe's max_request_size of "
+                f"{self._max_request_bytes}: raise TS_MAX_REQUEST_SIZE or send smaller inputs"
+            )
+        path = f"/{verb}/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
+        try:
+            metadata: Metadata = await self.tokens.metadata("inference")
+        except TokenUnavailable as exc:
+            raise UpstreamError(503, f"TorchServe is not ready to serve model {model}: {exc}") from None
+        for attempt in (1, 2):
+            headers = {"Content-Type": content_type, **dict(metadata)}
+            started = time.monotonic()
+            try:
+                status, answer = await self._rest.request(
+                    "POST", path, body, headers, response_timeout_s + _DEADLINE_MARGIN_S
+                )
+            except http_pool.ResponseTimeout:
+                raise UpstreamError(
+                    504, f"model {model} did not answer in time ({response_timeout_s + _DEADLINE_MARGIN_S:.0f}s); "
+                    "raise the model's responseTimeout (TS_DEFAULT_RESPONSE_TIMEOUT) or send smaller requests"
+                ) from None
+            except http_pool.TransportError as exc:
+                raise UpstreamError(503, f"model {model} is unavailable, retry later: {exc}") from None
+            if status < 300:
+                return answer
+            if attempt == 1 and status in (400, 401, 403) and _TOKEN_REJECTED.encode() in answer:
+                # Rejected at TorchServe's auth handler, so the model never saw it: safe to retry once.
+                try:
+                    metadata = await self.tokens.on_rejected("inference", metadata)
+                except TokenUnavailable as exc:
+                    raise UpstreamError(503, f"TorchServe rejected our token for model {model}: {exc}") from None
+                continue
+            raise map_rest_error(status, answer, model, time.monotonic() - started, response_timeout_s,
+                                 explaining=verb == "explanations")
+        raise AssertionError("unreachable")
+
+    async def predict(
+        self, model: str, version: str | None, row: Mapping[str, bytes], response_timeout_s: float
+    ) -> bytes:
+        """One row through the handler's predict path (TorchServe's /predictions)."""
+        return await self._post("predictions", model, version, row, response_timeout_s)
+
+    async def explain(self, model: str, row: Mapping[str, bytes], response_timeout_s: float) -> bytes:
+        """One row through the handler's explain path (TorchServe's /explanations; gRPC has none)."""
+        return await self._post("explanations", model, None, row, response_timeout_s)
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when TorchServe answers Ping with status Healthy."""
+        try:
+            response = await self._call("inference", self._inference.Ping, empty_pb2.Empty(), timeout, "-")
+        except UpstreamError:
+            return False
+        try:
+            return json.loads(response.health).get("status") == "Healthy"  # type: ignore[no-any-return]
+        except ValueError:
+            return False
+
+    async def describe(self, model: str, version: str | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
+        request = self._mpb.DescribeModelRequest(model_name=model, model_version=version or "")
+        response = await self._call("management", self._management.DescribeModel, request, timeout, model)
+        return json.loads(response.msg)  # type: ignore[no-any-return]

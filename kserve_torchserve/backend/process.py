@@ -1,0 +1,185 @@
+"""The TorchServe child process: start it in its own process group, forward its log, stop it.
+
+TorchServe's launcher (``python -m ts.model_server --foreground``) starts the Java
+frontend and waits for it; Java starts the Python workers. All of them share the
+process group we create, so stopping is: TERM the group, wait, KILL the group.
+Each instance gets its own TMPDIR because TorchServe keeps a pid file there and
+refuses to start a second instance beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from . import launcher
+
+logger = logging.getLogger(__name__)
+ts_logger = logging.getLogger("torchserve")
+
+_GROUP_POLL_S = 0.05
+_KILL_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one TorchServe instance keeps its files; ``root`` is its working directory."""
+
+    root: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.properties"
+
+    @property
+    def log_config(self) -> Path:
+        return self.root / "log4j2.xml"
+
+    @property
+    def model_store(self) -> Path:
+        return self.root / "model-store"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def key_file(self) -> Path:
+        return self.root / "key_file.json"  # TorchServe writes it into its working directory
+
+    @property
+    def pid_file(self) -> Path:
+        return self.tmp_dir / ".model_server.pid"  # holds the Java frontend's pid
+
+    def create(self) -> None:
+        for path in (self.root, self.model_store, self.log_dir, self.tmp_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def child_env(
+    layout: Layout, base: Mapping[str, str], torch_threads: int | None = None, grace_s: float = 30.0
+) -> dict[str, str]:
+    env = dict(base)
+    env[launcher.GRACE_ENV] = str(grace_s)  # for the launcher's own clean-up
+    if torch_threads is not None and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(torch_threads)  # read by torch in every worker (see cpus.py)
+    # The launcher would read TS_CONFIG_FILE instead of our config.properties.
+    env.pop("TS_CONFIG_FILE", None)
+    env.update(
+        {
+            "TMPDIR": str(layout.tmp_dir),
+            "TEMP": str(layout.tmp_dir),  # the launcher passes it to Java as java.io.tmpdir
+            "LOG_LOCATION": str(layout.log_dir),
+            "METRICS_LOCATION": str(layout.log_dir),
+        }
+    )
+    return env
+
+
+class TorchServeProcess:
+    def __init__(
+        self, layout: Layout, env: Mapping[str, str] | None = None, tail_lines: int = 60,
+        torch_threads: int | None = None, grace_s: float = 30.0,
+    ) -> None:
+        self.layout = layout
+        self._env = child_env(layout, os.environ if env is None else env, torch_threads, grace_s)
+        self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    def last_lines(self) -> str:
+        return "\n".join(self._tail) or "(no output)"
+
+    async def start(self) -> None:
+        self.layout.create()
+        self.layout.pid_file.unlink(missing_ok=True)  # a stale one from a killed instance blocks start
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", launcher.__name__, "--start", "--foreground",
+            "--ts-config", str(self.layout.config_file),
+            *(("--log-config", str(self.layout.log_config)) if self.layout.log_config.is_file() else ()),
+            "--model-store", str(self.layout.model_store),
+            "--ncs",  # no config snapshots: our config.properties is the only source
+            cwd=str(self.layout.root),
+            env=self._env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # own process group: stop() reaches Java and workers too
+        )
+        logger.info("started TorchServe (launcher pid %d, group %d)", self._proc.pid, self._proc.pid)
+        self._reader = asyncio.create_task(self._forward_output(self._proc))
+
+    async def _forward_output(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip()
+            self._tail.append(text)
+            ts_logger.info("%s", text)
+
+    async def wait(self) -> int:
+        """Wait for the launcher to exit (it exits when Java does) and the log to drain."""
+        assert self._proc is not None, "not started"
+        code = await self._proc.wait()
+        if self._reader is not None:
+            await self._reader
+        return code
+
+    def _group_alive(self) -> bool:
+        if self._proc is None:
+            return False
+        try:
+            os.killpg(self._proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        try:
+            os.killpg(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # already gone
+
+    async def stop(self, grace_s: float) -> None:
+        """TERM the whole group, give it ``grace_s`` to exit, then KILL what is left."""
+        if self._proc is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and (self._proc.returncode is None or self._group_alive()):
+            await asyncio.sleep(_GROUP_POLL_S)
+        if self._proc.returncode is None or self._group_alive():
+            logger.warning("TorchServe did not stop within %.0fs; killing its process group", grace_s)
+            self._signal_group(signal.SIGKILL)
+        await self.wait()
+        killed_at = time.monotonic()
+        while self._group_alive():  # KILL is not instant; orphans must not outlive us
+            if time.monotonic() - killed_at > _KILL_WAIT_S:
+                logger.error("processes of TorchServe's group %d survive SIGKILL", self._proc.pid)
+                break
+            await asyncio.sleep(_GROUP_POLL_S)
+        logger.info("TorchServe stopped (exit code %s)", self._proc.returncode)

@@ -1,0 +1,191 @@
+"""Keeps TorchServe alive and model readiness true to TorchServe's real state.
+
+- start: launch, then poll (no fixed sleeps) until Ping is healthy and every model
+  has its minimum of READY workers; fail with TorchServe's last log lines otherwise.
+- run: readiness drops the moment the process exits; the supervisor restarts it
+  with exponential backoff, and gives up (TorchServeGaveUp) after more than
+  ``max_restarts`` failures within ``restart_window_s``. While TorchServe runs, worker
+  states are re-read every ``health_interval_s``.
+The clock and sleep are injectable so the restart policy is testable without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Protocol, Sequence
+
+from ..errors import TorchServeGaveUp, TorchServeStartError, UpstreamError
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.25
+
+
+class Process(Protocol):
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def start(self) -> None: ...
+    async def wait(self) -> int: ...
+    async def stop(self, grace_s: float) -> None: ...
+    def last_lines(self) -> str: ...
+
+
+class HealthClient(Protocol):
+    """What the supervisor asks of TorchServeClient: is TorchServe up, are a model's workers READY."""
+
+    async def ping(self, timeout: float = ...) -> bool: ...
+    async def describe(self, model: str, version: str | None = ..., timeout: float = ...) -> list[dict[str, object]]: ...
+
+
+class Readiness(Protocol):
+    name: str
+    ready: bool
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    max_restarts: int = 5
+    window_s: float = 300.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+    def backoff(self, failures: int) -> float:
+        return float(min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(failures - 1, 0)))
+
+
+def workers_ready(description: Sequence[dict[str, object]]) -> bool:
+    """TorchServe's own rule (its OIP ModelReady): READY workers >= minWorkers, for every version."""
+    if not description:
+        return False
+    for version in description:
+        workers = version.get("workers") or []
+        assert isinstance(workers, list)
+        ready = sum(1 for w in workers if isinstance(w, dict) and w.get("status") == "READY")
+        minimum = version.get("minWorkers", 1)
+        if ready < max(int(minimum) if isinstance(minimum, (int, str)) else 1, 1):
+            return False
+    return True
+
+
+class Supervisor:
+    def __init__(
+        self,
+        process_factory: Callable[[], Process],
+        client: HealthClient,
+        models: Sequence[Readiness],
+        startup_timeout_s: float,
+        grace_period_s: float,
+        health_interval_s: float,
+        policy: RestartPolicy,
+        on_restart: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._factory = process_factory
+        self._client = client
+        self._models = list(models)
+        self._startup_timeout_s = startup_timeout_s
+        self._grace_period_s = grace_period_s
+        self._health_interval_s = health_interval_s
+        self._policy = policy
+        self._on_restart = on_restart
+        self._clock = clock
+        self._sleep = sleep
+        self._failures: collections.deque[float] = collections.deque()
+        self._stopping = False
+        self.process: Process | None = None
+        self.restarts = 0
+
+    def _set_ready(self, ready: bool) -> None:
+        for model in self._models:
+            model.ready = ready
+
+    async def _models_ready(self) -> bool:
+        for model in self._models:
+            try:
+                if not workers_ready(await self._client.describe(model.name)):
+                    return False
+            except UpstreamError:
+                return False
+        return True
+
+    async def start(self) -> None:
+        """Start TorchServe and wait until it serves every model; TorchServeStartError otherwise."""
+        process = self._factory()
+        self.process = process
+        self._on_restart()  # e.g. forget the old instance's auth keys
+        await process.start()
+        deadline = self._clock() + self._startup_timeout_s
+        while True:
+            if process.returncode is not None:
+                await process.wait()  # drain the log so the tail is complete
+                raise TorchServeStartError(
+                    f"TorchServe exited with code {process.returncode} during start-up. Last lines:\n{process.last_lines()}"
+                )
+            if await self._client.ping() and await self._models_ready():
+                break
+            if self._clock() > deadline:
+                await process.stop(self._grace_period_s)
+                raise TorchServeStartError(
+                    f"TorchServe was not ready after {self._startup_timeout_s:.0f}s "
+                    f"(raise --startup_timeout if models load slowly). Last lines:\n{process.last_lines()}"
+                )
+            await self._sleep(_POLL_S)
+        self._set_ready(True)
+        logger.info("TorchServe is ready: %s", ", ".join(m.name for m in self._models))
+
+    async def _watch(self, process: Process) -> int:
+        """Wait for ``process`` to exit, re-reading worker states meanwhile."""
+        exited = asyncio.ensure_future(process.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({exited}, timeout=self._health_interval_s)
+                if done:
+                    return exited.result()
+                ready = await self._models_ready()
+                if not exited.done():
+                    self._set_ready(ready)
+        finally:
+            if not exited.done():
+                exited.cancel()
+
+    async def run(self) -> None:
+        """Supervise until stop(); raises TorchServeGaveUp when restarts keep failing."""
+        while not self._stopping:
+            assert self.process is not None, "start() first"
+            code = await self._watch(self.process)
+            if self._stopping:
+                return
+            self._set_ready(False)
+            logger.error("TorchServe exited with code %s. Last lines:\n%s", code, self.process.last_lines())
+            while True:
+                now = self._clock()
+                self._failures.append(now)
+                while self._failures and self._failures[0] < now - self._policy.window_s:
+                    self._failures.popleft()
+                if len(self._failures) > self._policy.max_restarts:
+                    raise TorchServeGaveUp(
+                        f"TorchServe failed {len(self._failures)} times within {self._policy.window_s:.0f}s; giving up"
+                    )
+                delay = self._policy.backoff(len(self._failures))
+                logger.warning("restarting TorchServe in %.1fs (failure %d)", delay, len(self._failures))
+                await self._sleep(delay)
+                if self._stopping:
+                    return
+                try:
+                    await self.start()
+                    self.restarts += 1
+                    break
+                except TorchServeStartError as exc:
+                    logger.error("%s", exc)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._set_ready(False)
+        if self.process is not None:
+            await self.process.stop(self._grace_period_s)

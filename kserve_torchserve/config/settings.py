@@ -1,0 +1,265 @@
+"""All configuration, parsed once: CLI flags (kserve's parser plus ours) and TS_* env -> Settings.
+
+Precedence for a TorchServe key, lowest first: our defaults < the user's own
+config.properties < TS_* environment < keys the wrapper must own (properties.py).
+That is why an explicit TS_* value is kept apart from the default it replaces:
+``TorchServeOptions`` holds only what the environment really set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ..errors import ConfigError
+
+DEFAULT_STORAGE_URI = "/mnt/models"  # where KServe's storage initializer puts the model
+
+# Defaults from the table in KServe's PyTorch runtime documentation of environment variables.
+DEFAULT_NUMBER_OF_GPU = 0
+DEFAULT_MAX_REQUEST_SIZE = 6553600
+DEFAULT_MAX_RESPONSE_SIZE = 6553600
+DEFAULT_WORKERS_PER_MODEL = 1
+DEFAULT_BATCH_SIZE = 1
+DEFAULT_MAX_BATCH_DELAY_MS = 100
+DEFAULT_RESPONSE_TIMEOUT_S = 120
+DEFAULT_JOB_QUEUE_SIZE = 100  # TorchServe's own default for job_queue_size
+
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR")
+
+# TS_* variables with a meaning of their own; every other TS_FOO_BAR is passed to
+# TorchServe as key foo_bar.
+_INT_VARS: dict[str, tuple[str, int]] = {
+    # env var: (field, minimum)
+    "TS_NUMBER_OF_GPU": ("number_of_gpu", 0),
+    "TS_MAX_REQUEST_SIZE": ("max_request_size", 1),
+    "TS_MAX_RESPONSE_SIZE": ("max_response_size", 1),
+    "TS_DEFAULT_WORKERS_PER_MODEL": ("default_workers_per_model", 1),
+    "TS_BATCH_SIZE": ("batch_size", 1),
+    "TS_MAX_BATCH_DELAY": ("max_batch_delay", 0),
+    "TS_INITIAL_WORKERS_COUNT": ("initial_workers_count", 1),
+    "TS_MAX_WORKERS_COUNT": ("max_workers_count", 1),
+    "TS_DEFAULT_RESPONSE_TIMEOUT": ("default_response_timeout", 1),
+    "TS_JOB_QUEUE_SIZE": ("job_queue_size", 1),
+}
+
+
+@dataclass(frozen=True)
+class TorchServeOptions:
+    """What the TS_* environment set; None means 'not set, use the lower tiers'."""
+
+    number_of_gpu: int | None = None
+    max_request_size: int | None = None
+    max_response_size: int | None = None
+    default_workers_per_model: int | None = None
+    batch_size: int | None = None
+    max_batch_delay: int | None = None
+    initial_workers_count: int | None = None
+    max_workers_count: int | None = None
+    default_response_timeout: int | None = None
+    job_queue_size: int | None = None
+    load_models: str | None = None
+    log_level: str = "INFO"
+    config_file: Path | None = None  # TS_CONFIG_FILE: a user config.properties to merge
+    passthrough: tuple[tuple[str, str], ...] = ()  # (torchserve_key, value), sorted
+
+    @property
+    def min_workers(self) -> int:
+        if self.initial_workers_count is not None:
+            return self.initial_workers_count
+        return self.default_workers_per_model or DEFAULT_WORKERS_PER_MODEL
+
+    @property
+    def max_workers(self) -> int:
+        if self.max_workers_count is not None:
+            return self.max_workers_count
+        return max(self.min_workers, self.default_workers_per_model or DEFAULT_WORKERS_PER_MODEL)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_name: str | None  # None: name models after their archives
+    storage_uri: str
+    http_port: int
+    grpc_port: int
+    enable_grpc: bool
+    grpc_max_threads: int
+    grpc_max_send_message_length: int
+    grpc_max_receive_message_length: int
+    work_dir: Path | None  # None: a fresh temporary directory
+    startup_timeout_s: float
+    grace_period_s: float
+    max_restarts: int
+    restart_window_s: float
+    health_interval_s: float
+    max_unpacked_bytes: int
+    fast_path: bool
+    ts: TorchServeOptions = field(default_factory=TorchServeOptions)
+
+
+def _parse_int(var: str, raw: str, minimum: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(f"{var}={raw!r} is invalid: expected an integer >= {minimum}")
+    return value
+
+
+def parse_ts_env(env: Mapping[str, str]) -> TorchServeOptions:
+    """Turn the TS_* variables of ``env`` into TorchServeOptions; ConfigError names a bad one."""
+    values: dict[str, object] = {}
+    passthrough: dict[str, str] = {}
+    for var, raw in env.items():
+        if not var.startswith("TS_"):
+            continue
+        if var in _INT_VARS:
+            name, minimum = _INT_VARS[var]
+            values[name] = _parse_int(var, raw, minimum)
+        elif var == "TS_LOG_LEVEL":
+            level = raw.strip().upper()
+            level = "WARN" if level == "WARNING" else level
+            if level not in LOG_LEVELS:
+                raise ConfigError(f"TS_LOG_LEVEL={raw!r} is invalid: expected one of {', '.join(LOG_LEVELS)}")
+            values["log_level"] = level
+        elif var == "TS_LOAD_MODELS":
+            values["load_models"] = raw.strip() or None
+        elif var == "TS_CONFIG_FILE":
+            path = Path(raw)
+            if not path.is_file():
+                raise ConfigError(f"TS_CONFIG_FILE={raw!r} is invalid: expected a config.properties file that exists")
+            values["config_file"] = path
+        else:
+            key = var[3:].lower()
+            if not key:
+                raise ConfigError("TS_ is not a valid variable: expected TS_<TORCHSERVE_KEY>")
+            passthrough[key] = raw
+    options = TorchServeOptions(passthrough=tuple(sorted(passthrough.items())), **values)  # type: ignore[arg-type]
+    if options.max_workers < options.min_workers:
+        raise ConfigError(
+            f"TS_MAX_WORKERS_COUNT={options.max_workers} is invalid: expected an integer >= "
+            f"the initial worker count {options.min_workers} (TS_INITIAL_WORKERS_COUNT / TS_DEFAULT_WORKERS_PER_MODEL)"
+        )
+    return options
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """kserve's own parser (--http_port, --grpc_port, ...) extended with ours."""
+    from kserve import model_server
+
+    parser = argparse.ArgumentParser(
+        prog="python -m kserve_torchserve",
+        description="Serve PyTorch models with TorchServe behind the KServe model server "
+        "(v1, v2 REST and v2 gRPC). TS_* environment variables configure TorchServe; "
+        "see README.md for the list.",
+        # A copy: argparse's "resolve" edits the actions it replaces, and kserve's
+        # parser must stay as it is for a second call (tests build several).
+        parents=[copy.deepcopy(model_server.parser)],
+        conflict_handler="resolve",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model_name",
+        default=None,
+        help="Name to serve a single model under (KServe passes the InferenceService name). "
+        "Default: the name inside the model archive.",
+    )
+    parser.add_argument(
+        "--storage_uri",
+        default=None,
+        help="Where the model is: a local path, file://, s3://, gs://, http(s)://, ... "
+        f"Default: $STORAGE_URI, else {DEFAULT_STORAGE_URI} (where KServe mounts it).",
+    )
+    parser.add_argument(
+        "--work_dir",
+        type=Path,
+        default=None,
+        help="Directory for the model store, config.properties, TorchServe's logs and temp files. "
+        "Default: a new temporary directory.",
+    )
+    parser.add_argument(
+        "--startup_timeout",
+        type=_positive_float,
+        default=300.0,
+        help="Seconds TorchServe may take to become ready (ping healthy and every worker READY).",
+    )
+    parser.add_argument(
+        "--grace_period",
+        type=_positive_float,
+        default=30.0,
+        help="Seconds to let in-flight requests finish on SIGTERM, and TorchServe to stop before KILL.",
+    )
+    parser.add_argument(
+        "--max_restarts",
+        type=int,
+        default=5,
+        help="TorchServe restarts allowed within --restart_window before the server exits non-zero.",
+    )
+    parser.add_argument(
+        "--restart_window",
+        type=_positive_float,
+        default=300.0,
+        help="Seconds over which --max_restarts is counted.",
+    )
+    parser.add_argument(
+        "--health_interval",
+        type=_positive_float,
+        default=2.0,
+        help="Seconds between checks of TorchServe's worker states (model readiness).",
+    )
+    parser.add_argument(
+        "--max_unpacked_bytes",
+        type=int,
+        default=32 * 2**30,
+        help="Largest size a model archive (.tar.gz/.zip storage URI) may expand to; bigger ones are refused.",
+    )
+    parser.add_argument(
+        "--disable_fast_path",
+        action="store_true",
+        help="Route v1 :predict and v2 /infer through kserve's FastAPI endpoints, and gRPC ModelInfer through "
+        "kserve's interceptors and servicer, too, instead of the fast paths (same answers, more CPU per "
+        "request; for debugging).",
+    )
+    return parser
+
+
+def load_settings(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    parser_factory: Callable[[], argparse.ArgumentParser] = build_parser,
+) -> Settings:
+    env = os.environ if env is None else env
+    args = parser_factory().parse_args(argv)
+    if args.max_restarts < 0:
+        raise ConfigError(f"--max_restarts={args.max_restarts} is invalid: expected an integer >= 0")
+    return Settings(
+        model_name=args.model_name,
+        storage_uri=args.storage_uri or env.get("STORAGE_URI") or DEFAULT_STORAGE_URI,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        enable_grpc=args.enable_grpc,
+        grpc_max_threads=args.max_threads,
+        grpc_max_send_message_length=args.grpc_max_send_message_length,
+        grpc_max_receive_message_length=args.grpc_max_receive_message_length,
+        work_dir=args.work_dir,
+        startup_timeout_s=args.startup_timeout,
+        grace_period_s=args.grace_period,
+        max_restarts=args.max_restarts,
+        restart_window_s=args.restart_window,
+        health_interval_s=args.health_interval,
+        max_unpacked_bytes=args.max_unpacked_bytes,
+        fast_path=not args.disable_fast_path,
+        ts=parse_ts_env(env),
+    )

@@ -1,0 +1,103 @@
+"""Bare models (.pt/.pth TorchScript, model.py + state dict) -> .mar, with model_archiver's Python API.
+
+The handler is, in order: ``handler.py`` beside the model; the ``handler`` named by
+config.json / model-config.yaml (a TorchServe built-in such as ``image_classifier``,
+or a file beside the model); else our default tensor handler. Every other plain file
+beside the model (``index_to_name.json``, ``class_mapping.json``, vocabularies,
+helper modules) is packed as an extra file, so handlers find them in their model dir.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from model_archiver.model_archiver_config import ModelArchiverConfig
+from model_archiver.model_packaging import generate_model_archive
+
+from .artifacts import HANDLER_FILE, MODEL_FILE, TGZ_SUFFIXES, WEIGHT_SUFFIXES, EagerModel, TorchScriptModel
+from ..errors import StartupError
+from .handlers import DEFAULT_HANDLER
+from . import eager_probe
+from ..config.model_config import CONFIG_JSON, MODEL_CONFIG_YAML, ModelConfig
+
+_NOT_EXTRA_SUFFIXES = (*WEIGHT_SUFFIXES, ".mar", *TGZ_SUFFIXES)
+_NOT_EXTRA_NAMES = {HANDLER_FILE, MODEL_FILE, CONFIG_JSON, MODEL_CONFIG_YAML, "requirements.txt"}
+
+
+def pick_handler(directory: Path, config: ModelConfig) -> str:
+    if (directory / HANDLER_FILE).is_file():
+        return str(directory / HANDLER_FILE)
+    if config.handler:
+        named = directory / config.handler
+        if config.handler.endswith(".py"):
+            if not named.is_file():
+                raise StartupError(f"handler {config.handler!r} named in {directory} does not exist there")
+            return str(named)
+        return config.handler  # a TorchServe built-in (image_classifier, text_classifier, ...)
+    return str(DEFAULT_HANDLER)
+
+
+def extra_files(directory: Path, handler: str) -> list[Path]:
+    return [
+        p for p in sorted(directory.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.name not in _NOT_EXTRA_NAMES
+        and not p.name.endswith(_NOT_EXTRA_SUFFIXES) and str(p) != handler
+    ]
+
+
+def check_eager(model: EagerModel) -> str:
+    """Run the eager probe in a child process; StartupError with its message on failure."""
+    result = subprocess.run(
+        [sys.executable, "-m", eager_probe.__name__, str(model.model_file), str(model.weights)],
+        capture_output=True, text=True, timeout=600,
+    )
+    lines = result.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise StartupError(
+            f"checking {model.model_file} + {model.weights} failed: {(result.stderr or result.stdout)[-500:]}"
+        ) from None
+    if "error" in answer:
+        raise StartupError(str(answer["error"]))
+    return str(answer["class"])
+
+
+def build_mar(
+    source: TorchScriptModel | EagerModel, name: str, version: str, config: ModelConfig, out_dir: Path
+) -> tuple[Path, str]:
+    """The .mar built in ``out_dir``, and the handler it got."""
+    directory = source.path.parent if isinstance(source, TorchScriptModel) else source.model_file.parent
+    handler = pick_handler(directory, config)
+    extras = extra_files(directory, handler)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(source, TorchScriptModel):
+            # TorchServe loads TorchScript only from a file named *.pt.
+            serialized = Path(tmp) / f"{source.path.stem}.pt"
+            shutil.copyfile(source.path, serialized)
+            model_file = None
+        else:
+            check_eager(source)
+            serialized, model_file = source.weights, str(source.model_file)
+        requirements = directory / "requirements.txt"
+        generate_model_archive(
+            ModelArchiverConfig(
+                model_name=name,
+                version=version,
+                serialized_file=str(serialized),
+                model_file=model_file,
+                handler=handler,
+                extra_files=",".join(str(p) for p in extras) or None,
+                config_file=str(config.yaml_file) if config.yaml_file else None,
+                requirements_file=str(requirements) if requirements.is_file() else None,
+                export_path=str(out_dir),
+                force=True,
+            )
+        )
+    return out_dir / f"{name}.mar", handler

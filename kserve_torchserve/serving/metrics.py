@@ -1,0 +1,157 @@
+"""One /metrics: KServe's own metrics, TorchServe's, and the request counters KServe documents.
+
+- KServe's: prometheus_client's default registry (latency histograms per model,
+  process and GC metrics).
+- TorchServe's: its Prometheus endpoint on loopback, fetched per scrape with a short
+  timeout (a slow or dead TorchServe never holds a scrape, and never a prediction:
+  scrapes and predictions share nothing but the event loop). When it cannot be read,
+  the scrape still answers with KServe's metrics and ``torchserve_metrics_up 0``.
+- ``Requests2XX/4XX/5XX`` counted here, at our HTTP door, as TorchServe counts them at
+  its own: one per HTTP request to a model's predict/explain/infer route, by the status
+  it got, including requests refused before TorchServe (bad JSON, unknown model, too
+  many rows). TorchServe's own count one per row it serves, so ours replace them.
+  TorchServe's per-row ``ts_inference_requests_total``,
+  ``ts_inference_latency_microseconds`` and ``ts_queue_latency_microseconds`` pass
+  through as TorchServe counts them (predictions reach it over its REST API).
+Families are merged by name through prometheus_client (parsed, never re-formatted by
+hand), one family per name, so there is one ``# TYPE`` line per name.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+from collections import defaultdict
+from typing import Any, Awaitable, Callable, Iterable
+
+import httpx
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+logger = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_S = 2.0
+HOSTNAME = socket.gethostname()
+
+
+class RequestCounters:
+    """Counts requests by the status class of their answer."""
+
+    def __init__(self) -> None:
+        self.by_class: dict[str, float] = defaultdict(float)
+
+    def record(self, status: int) -> None:
+        self.by_class[f"{status // 100}XX"] += 1
+
+    def families(self) -> list[Metric]:
+        families = []
+        for cls in ("2XX", "4XX", "5XX"):
+            family = Metric(f"Requests{cls}", f"Requests answered with a {cls} status", "counter")
+            family.samples.append(Sample(f"Requests{cls}", {"Level": "Host", "Hostname": HOSTNAME},
+                                         self.by_class[cls]))
+            families.append(family)
+        return families
+
+
+COUNTERS = RequestCounters()
+
+
+class _Families:
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def merge(kserve: list[Metric], ours: list[Metric], torchserve: list[Metric]) -> list[Metric]:
+    """One family per name, in order of precedence: KServe's, ours, TorchServe's.
+
+    TorchServe's own Requests2XX etc. count rows and the runtime's own calls (key
+    renewals); ours, one per client request, replace them.
+    """
+    merged: dict[str, Metric] = {}
+    for family in [*kserve, *ours, *torchserve]:
+        merged.setdefault(family.name, family)
+    return list(merged.values())
+
+
+class MetricsScraper:
+    def __init__(self, torchserve_url: str, counters: RequestCounters = COUNTERS,
+                 timeout_s: float = SCRAPE_TIMEOUT_S) -> None:
+        self._url = torchserve_url.rstrip("/") + "/metrics"
+        self._counters = counters
+        # No kept-alive connections: scrapes are seconds apart, and a connection kept
+        # across a TorchServe restart would fail the first scrape after it.
+        self._client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=0))
+
+    async def torchserve_families(self) -> tuple[list[Metric], bool]:
+        try:
+            response = await self._client.get(self._url)
+            response.raise_for_status()
+            return list(text_string_to_metric_families(response.text)), True
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.warning("TorchServe metrics unavailable (%s): serving KServe's only", exc)
+            return [], False
+
+    async def render(self) -> bytes:
+        started = time.perf_counter()
+        torchserve, up = await self.torchserve_families()
+        status = Metric("torchserve_metrics_up", "1 when TorchServe's metrics could be read for this scrape",
+                        "gauge")
+        status.samples.append(Sample("torchserve_metrics_up", {}, 1.0 if up else 0.0))
+        took = Metric("torchserve_metrics_scrape_seconds", "Time to read TorchServe's metrics", "gauge")
+        took.samples.append(Sample("torchserve_metrics_scrape_seconds", {}, time.perf_counter() - started))
+        families = merge(list(REGISTRY.collect()), [*self._counters.families(), status, took], torchserve)
+        registry = CollectorRegistry()
+        registry.register(_Families(families))  # type: ignore[arg-type]
+        return generate_latest(registry)
+
+    async def handle(self, request: Request) -> Response:
+        return Response(await self.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+# A model's inference routes on kserve's REST API (v1 predict/explain, v2 infer).
+_INFERENCE_PATH = re.compile(r"/v1/models/[^/]+:(predict|explain)|/v2/models/[^/]+(/versions/[^/]+)?/infer")
+
+
+class CountRequests:
+    """ASGI layer in front of the whole HTTP app: counts each inference request by the
+    status it was answered with, whichever path (fast path, kserve's endpoints, an
+    exception handler) produced the answer. An app that raises counts as a 500."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], counters: RequestCounters = COUNTERS) -> None:
+        self.app = app
+        self.counters = counters
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not _INFERENCE_PATH.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        status: int | None = None
+
+        async def observe(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        except BaseException:
+            status = status or 500
+            raise
+        finally:
+            if status is not None:  # None: the client left before any answer
+                self.counters.record(status)
