@@ -50,3 +50,31 @@ class UpstreamError(GrpcException):
 
     def __str__(self) -> str:
         return self.message
+
+
+# TorchServe's error "type" for each status its management API answers with.
+_MANAGEMENT_TYPES = {
+    400: "BadRequestException",
+    401: "TokenAuthorizationException",
+    403: "ModelApiDisabledException",
+    404: "ModelNotFoundException",
+    409: "ConflictStatusException",
+    413: "RequestEntityTooLargeException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+    507: "InsufficientStorageException",
+}
+
+
+class ManagementError(Exception):
+    """A /models or repository call cannot be done; answered as TorchServe answers:
+    ``{"code": status, "type": ..., "message": ...}``."""
+
+    def __init__(self, status: int, message: str, type_: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_ or _MANAGEMENT_TYPES.get(status, "InternalServerException")
+
+    def body(self) -> dict[str, object]:
+        return {"code": self.status, "type": self.type, "message": self.message}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -26,10 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-from kserve.model_repository import ModelRepository
 from kserve.model_server import app as kserve_app
-from kserve.protocol.grpc.server import GRPCServer
-from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from .backend.auth import TokenSource
 from .backend.client import TorchServeClient
@@ -41,13 +37,15 @@ from .config.log4j2 import render_log4j2
 from .config.metrics_yaml import merged_metrics_config, torchserve_default, user_metrics_file
 from .config.properties import LOOPBACK, Ports, effective_properties, render_properties
 from .config.settings import Settings
-from .errors import StartupError, TorchServeGaveUp, UpstreamError
+from .errors import ManagementError, StartupError, TorchServeGaveUp, UpstreamError
+from .management.service import Management, build_management
 from .model_store.build import build_model_store
 from .model_store.fetch_child import fetch_in_child
 from .serving.grpc_fastpath import LeanGRPCServer
 from .serving.metrics import CountRequests, MetricsScraper
-from .serving.model import TorchServeModel
-from .serving.rest import LeanRESTServer, TorchServeDataPlane, per_request_logging, upstream_error_handler
+from .serving.rest import (
+    LeanRESTServer, TorchServeDataPlane, management_error_handler, per_request_logging, upstream_error_handler,
+)
 from .serving.rest_fastpath import FastPath
 
 logger = logging.getLogger(__name__)
@@ -67,10 +65,10 @@ class Server:
         self.stop = stop
         self.client: TorchServeClient | None = None
         self.supervisor: Supervisor | None = None
-        self.models: list[TorchServeModel] = []
+        self.management: Management | None = None
         self.metrics_url = ""
         self.rest: LeanRESTServer | None = None
-        self.grpc: GRPCServer | None = None
+        self.grpc: LeanGRPCServer | None = None
         self.tasks: dict[str, asyncio.Future[Any]] = {}
 
     async def serve(self) -> int:
@@ -105,13 +103,14 @@ class Server:
         return True
 
     async def _start_torchserve(self) -> None:
-        """Storage -> model store -> config.properties -> TorchServe ready."""
+        """Storage -> model store -> config.properties -> TorchServe ready with every model."""
         settings, layout = self.settings, self.layout
         storage_dir = await fetch_in_child(
             settings.storage_uri, layout.root / "download", settings.max_unpacked_bytes, settings.ts.log_level
         )
         store = await asyncio.to_thread(
-            build_model_store, storage_dir, layout.model_store, settings.model_name, settings.ts.load_models
+            build_model_store, storage_dir, layout.model_store, settings.model_name, settings.ts.load_models,
+            settings.allow_no_models,
         )
         user_text = ""
         for path in (store.user_properties, settings.ts.config_file):
@@ -119,7 +118,7 @@ class Server:
                 user_text += path.read_text() + "\n"
         layout.create()
         ports = Ports(*free_ports(5))
-        props = effective_properties(settings.ts, store.specs, ports, str(layout.model_store), user_text)
+        props = effective_properties(settings.ts, ports, str(layout.model_store), user_text)
         user_metrics = user_metrics_file(storage_dir)
         if user_metrics is not None and "metrics_config" not in props:
             props["metrics_config"] = str(
@@ -135,43 +134,39 @@ class Server:
         client = TorchServeClient(
             f"{LOOPBACK}:{ports.grpc_inference}", f"{LOOPBACK}:{ports.grpc_management}", tokens,
             inference_url=props["inference_address"], max_request_bytes=int(props["max_request_size"]),
+            management_url=props["management_address"],
         )
-        entries = json.loads(props["models"])  # the per-model values TorchServe will use
-        debug = per_request_logging()
-        models = [
-            TorchServeModel(
-                spec, client, float(entries[spec.name][spec.version]["responseTimeout"]), int(props["job_queue_size"])
-            )
-            for spec in store.specs
-        ]
-        for model in models:
-            model.enable_latency_logging = debug  # kserve's per-request line with the request id: DEBUG only
-        workers = sum(entry["minWorkers"] for versions in entries.values() for entry in versions.values())
-        torch_threads = threads_per_worker(workers)
+        management = build_management(
+            settings, client, layout.root, layout.model_store, storage_dir if storage_dir.is_dir() else None, props,
+            backend_up=lambda: supervisor.up, latency_logging=per_request_logging(),
+        )
+        registrations = management.operations.add_startup(store.specs)
+        torch_threads = threads_per_worker(sum(r.min_workers for r in registrations))
         supervisor = Supervisor(
             process_factory=lambda: TorchServeProcess(layout, torch_threads=torch_threads,
                                                       grace_s=settings.grace_period_s),
             client=client,
-            models=models,
+            models=management.registry.versions,
             startup_timeout_s=settings.startup_timeout_s,
             grace_period_s=settings.grace_period_s,
             health_interval_s=settings.health_interval_s,
             policy=RestartPolicy(max_restarts=settings.max_restarts, window_s=settings.restart_window_s),
             on_restart=tokens.reset,
+            on_started=management.operations.restore,  # TorchServe starts empty: give it every model
         )
         try:
             await supervisor.start()
-            await self._log_summary(client, models, props, os.environ.get("OMP_NUM_THREADS", str(torch_threads)))
+            await self._log_summary(client, management, props,
+                                    os.environ.get("OMP_NUM_THREADS", str(torch_threads)))
         except BaseException:
             await supervisor.stop()
             await client.close()
             raise
-        self.client, self.supervisor, self.models = client, supervisor, models
+        self.client, self.supervisor, self.management = client, supervisor, management
         self.metrics_url = props["metrics_address"]
 
-    async def _log_summary(
-        self, client: TorchServeClient, models: list[TorchServeModel], props: dict[str, str], threads: str
-    ) -> None:
+    async def _log_summary(self, client: TorchServeClient, management: Management, props: dict[str, str],
+                           threads: str) -> None:
         """One block at start-up with what is being served, and how."""
         import ts.version
 
@@ -181,38 +176,41 @@ class Server:
             f"  ports: http {settings.http_port}, grpc {settings.grpc_port if settings.enable_grpc else 'off'}"
             f" (TorchServe on loopback: {props['inference_address']}, grpc {props['grpc_inference_port']})",
             f"  number_of_gpu={props['number_of_gpu']}, torch threads per worker={threads}",
+            f"  model management API: {'on' if settings.model_api.enabled else 'off'}, repository extension: "
+            f"{'on' if settings.model_api.repository else 'off'}",
         ]
-        for model in models:
-            (description, *_) = await client.describe(model.name) or [{}]
+        for r in management.operations.registrations.values():
+            (description, *_) = await client.describe(r.spec.name, r.ts_version) or [{}]
             workers = description.get("workers") or []
             gpus = sum(1 for w in workers if w.get("gpu"))
             device = f"GPU ({gpus} of {len(workers)} workers)" if gpus else "CPU (no GPU assigned)"
             lines.append(
-                f"  model {model.name} v{description.get('modelVersion', model.spec.version)}: "
-                f"handler {model.spec.handler or '?'}, workers {len(workers)} "
-                f"(min {description.get('minWorkers')}, max {description.get('maxWorkers')}), "
-                f"batch size {description.get('batchSize')}, max batch delay {description.get('maxBatchDelay')} ms, "
-                f"response timeout {description.get('responseTimeout')} s, device {device}"
+                f"  model {r.spec.name} v{r.spec.version}: handler {r.spec.handler or '?'}, workers {len(workers)} "
+                f"(min {r.min_workers}, max {r.max_workers}), batch size {r.batch_size}, "
+                f"max batch delay {r.max_batch_delay} ms, response timeout {r.response_timeout} s, device {device}"
             )
+        if not management.operations.registrations:
+            lines.append("  no models yet: register them with POST /models or the v2 repository extension")
         logger.info("%s", "\n".join(lines))
 
     def _start_fronts(self) -> None:
         """kserve's REST and gRPC servers on our registry and DataPlane, and the supervisor's loop."""
-        settings = self.settings
-        assert self.supervisor is not None
-        registry = ModelRepository()
-        for model in self.models:
-            registry.update(model)
-        dataplane = TorchServeDataPlane(model_registry=registry)
-        extension = ModelRepositoryExtension(model_registry=registry)
+        settings, management, supervisor = self.settings, self.management, self.supervisor
+        assert supervisor is not None and management is not None
+        registry = management.registry
+        dataplane = TorchServeDataPlane(
+            registry, ready_check=lambda: supervisor.up and all(m.ready for m in registry.versions())
+        )
         kserve_app.add_exception_handler(UpstreamError, upstream_error_handler)
+        kserve_app.add_exception_handler(ManagementError, management_error_handler)
         rest = LeanRESTServer(
-            FASTAPI_APP_IMPORT_STRING, dataplane, extension, settings.http_port,
+            FASTAPI_APP_IMPORT_STRING, dataplane, management.repository, settings.http_port,
             grace_period=int(settings.grace_period_s),
         )
         rest.metrics = MetricsScraper(self.metrics_url)
+        rest.routes = management.api.routes()
         # The hot routes skip FastAPI (rest_fastpath.py); requests are counted whichever path answers.
-        rest.config.app = CountRequests(FastPath(kserve_app, dataplane) if settings.fast_path else kserve_app)
+        rest.config.app = CountRequests(FastPath(kserve_app, dataplane, fast=settings.fast_path))
         self.rest = rest
         self.tasks["rest"] = asyncio.ensure_future(rest.start())
         if settings.enable_grpc:
@@ -220,20 +218,17 @@ class Server:
                 "grpc_max_send_message_length": settings.grpc_max_send_message_length,
                 "grpc_max_receive_message_length": settings.grpc_max_receive_message_length,
             }
-            if settings.fast_path and not per_request_logging():
-                self.grpc = LeanGRPCServer(settings.grpc_port, dataplane, extension, kwargs=grpc_options,
-                                           grace_period=int(settings.grace_period_s), registry=registry)
-            else:  # kserve's own, whose interceptor logs every call at DEBUG
-                self.grpc = GRPCServer(
-                    settings.grpc_port, dataplane, extension, kwargs=grpc_options,
-                    grace_period=int(settings.grace_period_s),
-                )
+            # kserve's own ModelInfer path (its interceptor logs every call) at DEBUG or without the fast path.
+            self.grpc = LeanGRPCServer(settings.grpc_port, dataplane, management.repository, kwargs=grpc_options,
+                                       grace_period=int(settings.grace_period_s), registry=registry,
+                                       fast=settings.fast_path and not per_request_logging(),
+                                       handlers=management.grpc_handlers)
             self.tasks["grpc"] = asyncio.ensure_future(self.grpc.start(max_workers=settings.grpc_max_threads))
-        self.tasks["supervisor"] = asyncio.ensure_future(self.supervisor.run())
+        self.tasks["supervisor"] = asyncio.ensure_future(supervisor.run())
         self.tasks["stop"] = asyncio.ensure_future(self.stop.wait())
         logger.info(
             "serving %s on http port %d%s",
-            ", ".join(m.name for m in self.models),
+            ", ".join(sorted(registry.models)) or "no models yet",
             settings.http_port,
             f", grpc port {settings.grpc_port}" if self.grpc else "",
         )

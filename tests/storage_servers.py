@@ -121,10 +121,48 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Recording(_Handler):
+    """Records every path asked for; answers 302 to ``redirects[path]`` where one is set."""
+
+    hits: list[str]
+    redirects: dict[str, str]
+
+    def send_head(self):  # type: ignore[no-untyped-def]
+        self.hits.append(self.path)
+        if self.path in self.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        return super().send_head()
+
+
+@dataclass
+class RecordingServer:
+    url: str
+    hits: list[str]
+    redirects: dict[str, str]
+
+
+@contextlib.contextmanager
+def recording_http_server(root: Path) -> Iterator[RecordingServer]:
+    """A static HTTP server that records the paths it was asked for (to prove nothing was fetched)."""
+    handler = type("Handler", (_Recording,), {"hits": [], "redirects": {}})
+    with _serve(root, handler) as url:
+        yield RecordingServer(url, handler.hits, handler.redirects)
+
+
 @contextlib.contextmanager
 def http_server(root: Path) -> Iterator[str]:
+    with _serve(root, _Handler) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serve(root: Path, handler: type[_Handler]) -> Iterator[str]:
     mimetypes.init()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import grpc
 from google.protobuf import empty_pb2
@@ -102,7 +102,7 @@ def map_rest_error(
 class TorchServeClient:
     def __init__(
         self, inference_target: str, management_target: str, tokens: TokenSource, inference_url: str = "",
-        max_request_bytes: int | None = None,
+        max_request_bytes: int | None = None, management_url: str = "",
     ) -> None:
         stubs = grpc_stubs.load()
         self._mpb = stubs.management_pb2
@@ -114,6 +114,8 @@ class TorchServeClient:
         self.tokens = tokens
         url = urlsplit(inference_url)
         self._rest = http_pool.Pool(url.hostname or LOOPBACK, url.port or 80)
+        url = urlsplit(management_url)
+        self._management_rest = http_pool.Pool(url.hostname or LOOPBACK, url.port or 80, max_idle=4)
         self._multipart = http_pool.Multipart()
         # TorchServe's max_request_size: a bigger request is refused here, with a clear
         # 413, rather than cut off by Netty mid-write (which reads as a dropped connection).
@@ -123,6 +125,7 @@ class TorchServeClient:
         await self._inference_channel.close()
         await self._management_channel.close()
         self._rest.close()
+        self._management_rest.close()
 
     async def _call(self, kind: KeyKind, method: Any, request: Any, timeout: float, model: str) -> Any:
         try:
@@ -195,9 +198,11 @@ class TorchServeClient:
         """One row through the handler's predict path (TorchServe's /predictions)."""
         return await self._post("predictions", model, version, row, response_timeout_s)
 
-    async def explain(self, model: str, row: Mapping[str, bytes], response_timeout_s: float) -> bytes:
+    async def explain(
+        self, model: str, version: str | None, row: Mapping[str, bytes], response_timeout_s: float
+    ) -> bytes:
         """One row through the handler's explain path (TorchServe's /explanations; gRPC has none)."""
-        return await self._post("explanations", model, None, row, response_timeout_s)
+        return await self._post("explanations", model, version, row, response_timeout_s)
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when TorchServe answers Ping with status Healthy."""
@@ -214,3 +219,34 @@ class TorchServeClient:
         request = self._mpb.DescribeModelRequest(model_name=model, model_version=version or "")
         response = await self._call("management", self._management.DescribeModel, request, timeout, model)
         return json.loads(response.msg)  # type: ignore[no-any-return]
+
+    async def manage(
+        self, method: str, path: str, params: Mapping[str, str] | None = None, timeout_s: float = 600.0
+    ) -> tuple[int, dict[str, Any]]:
+        """One call to TorchServe's management REST API: (status, JSON body), as TorchServe answers.
+
+        Used for what changes TorchServe's models (register, unregister, scale, set-default),
+        so that its status codes and messages reach our management API unchanged.
+        UpstreamError(503) when TorchServe cannot be reached.
+        """
+        query = ("?" + urlencode(params)) if params else ""
+        for attempt in (1, 2):
+            try:
+                metadata: Metadata = await self.tokens.metadata("management")
+            except TokenUnavailable as exc:
+                raise UpstreamError(503, f"TorchServe is not ready to manage models: {exc}") from None
+            try:
+                status, body = await self._management_rest.request(method, path + query, b"", dict(metadata), timeout_s)
+            except http_pool.ResponseTimeout:
+                raise UpstreamError(504, f"TorchServe did not answer {method} {path} within {timeout_s:.0f}s") from None
+            except http_pool.TransportError as exc:
+                raise UpstreamError(503, f"TorchServe is unavailable, retry later: {exc}") from None
+            if attempt == 1 and status in (400, 401, 403) and _TOKEN_REJECTED.encode() in body:
+                await self.tokens.on_rejected("management", metadata)
+                continue
+            try:
+                parsed = json.loads(body) if body else {}
+            except ValueError:
+                parsed = {"message": body.decode("utf-8", "replace")[:500]}
+            return status, parsed if isinstance(parsed, dict) else {"items": parsed}
+        raise AssertionError("unreachable")

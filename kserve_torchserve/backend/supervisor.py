@@ -1,6 +1,7 @@
 """Keeps TorchServe alive and model readiness true to TorchServe's real state.
 
-- start: launch, then poll (no fixed sleeps) until Ping is healthy and every model
+- start: launch, poll (no fixed sleeps) until Ping is healthy, hand TorchServe its
+  models (``on_started``: TorchServe starts empty), then wait until every model
   has its minimum of READY workers; fail with TorchServe's last log lines otherwise.
 - run: readiness drops the moment the process exits; the supervisor restarts it
   with exponential backoff, and gives up (TorchServeGaveUp) after more than
@@ -16,9 +17,9 @@ import collections
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol, Sequence
+from typing import Awaitable, Callable, Iterable, Protocol, Sequence
 
-from ..errors import TorchServeGaveUp, TorchServeStartError, UpstreamError
+from ..errors import ManagementError, TorchServeGaveUp, TorchServeStartError, UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,12 @@ class RestartPolicy:
         return float(min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(failures - 1, 0)))
 
 
-def workers_ready(description: Sequence[dict[str, object]]) -> bool:
-    """TorchServe's own rule (its OIP ModelReady): READY workers >= minWorkers, for every version."""
+def workers_ready(description: Sequence[dict[str, object]], minimum_only: bool = True) -> bool:
+    """TorchServe's own rule (its OIP ModelReady): READY workers >= minWorkers, for every version.
+
+    ``minimum_only=False``: one READY worker is enough (it can serve; more are starting,
+    as while scaling up, or restarting after a worker died).
+    """
     if not description:
         return False
     for version in description:
@@ -67,7 +72,8 @@ def workers_ready(description: Sequence[dict[str, object]]) -> bool:
         assert isinstance(workers, list)
         ready = sum(1 for w in workers if isinstance(w, dict) and w.get("status") == "READY")
         minimum = version.get("minWorkers", 1)
-        if ready < max(int(minimum) if isinstance(minimum, (int, str)) else 1, 1):
+        needed = max(int(minimum) if isinstance(minimum, (int, str)) else 1, 1) if minimum_only else 1
+        if ready < needed:
             return False
     return True
 
@@ -77,40 +83,49 @@ class Supervisor:
         self,
         process_factory: Callable[[], Process],
         client: HealthClient,
-        models: Sequence[Readiness],
+        models: Iterable[Readiness] | Callable[[], Iterable[Readiness]],
         startup_timeout_s: float,
         grace_period_s: float,
         health_interval_s: float,
         policy: RestartPolicy,
         on_restart: Callable[[], None] = lambda: None,
+        on_started: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._factory = process_factory
         self._client = client
-        self._models = list(models)
+        # What to keep ready: a fixed list, or (with run-time registration) whatever is served now.
+        self._models: Callable[[], Iterable[Readiness]] = models if callable(models) else (lambda: list(models))
         self._startup_timeout_s = startup_timeout_s
         self._grace_period_s = grace_period_s
         self._health_interval_s = health_interval_s
         self._policy = policy
         self._on_restart = on_restart
+        self._on_started = on_started  # after each start: give TorchServe its models (management's restore)
         self._clock = clock
         self._sleep = sleep
         self._failures: collections.deque[float] = collections.deque()
         self._stopping = False
         self.process: Process | None = None
         self.restarts = 0
+        self.up = False  # TorchServe runs and has every model back
 
     def _set_ready(self, ready: bool) -> None:
-        for model in self._models:
+        for model in self._models():
             model.ready = ready
 
+    async def _model_ready(self, model: Readiness, serving: bool = False) -> bool:
+        """At start: every minimum worker READY. While serving (``serving``): one READY worker is enough."""
+        try:
+            description = await self._client.describe(model.name, getattr(model, "ts_version", None))
+        except UpstreamError:
+            return False
+        return workers_ready(description, minimum_only=not serving)
+
     async def _models_ready(self) -> bool:
-        for model in self._models:
-            try:
-                if not workers_ready(await self._client.describe(model.name)):
-                    return False
-            except UpstreamError:
+        for model in list(self._models()):
+            if not await self._model_ready(model):
                 return False
         return True
 
@@ -121,23 +136,44 @@ class Supervisor:
         self._on_restart()  # e.g. forget the old instance's auth keys
         await process.start()
         deadline = self._clock() + self._startup_timeout_s
+        started = False
         while True:
             if process.returncode is not None:
                 await process.wait()  # drain the log so the tail is complete
                 raise TorchServeStartError(
                     f"TorchServe exited with code {process.returncode} during start-up. Last lines:\n{process.last_lines()}"
                 )
-            if await self._client.ping() and await self._models_ready():
+            if not started and await self._client.ping():
+                started = True
+                if self._on_started is not None:
+                    await self._give_models(process, deadline)
+            if started and await self._models_ready():
                 break
             if self._clock() > deadline:
                 await process.stop(self._grace_period_s)
-                raise TorchServeStartError(
-                    f"TorchServe was not ready after {self._startup_timeout_s:.0f}s "
-                    f"(raise --startup_timeout if models load slowly). Last lines:\n{process.last_lines()}"
-                )
+                raise self._not_ready(process)
             await self._sleep(_POLL_S)
         self._set_ready(True)
-        logger.info("TorchServe is ready: %s", ", ".join(m.name for m in self._models))
+        self.up = True
+        logger.info("TorchServe is ready: %s", ", ".join(sorted({m.name for m in self._models()})) or "no models yet")
+
+    def _not_ready(self, process: Process) -> TorchServeStartError:
+        return TorchServeStartError(
+            f"TorchServe was not ready after {self._startup_timeout_s:.0f}s "
+            f"(raise --startup_timeout if models load slowly). Last lines:\n{process.last_lines()}"
+        )
+
+    async def _give_models(self, process: Process, deadline: float) -> None:
+        """on_started within what is left of the start-up time; a failure stops this TorchServe."""
+        assert self._on_started is not None
+        try:
+            await asyncio.wait_for(self._on_started(), max(deadline - self._clock(), 0.1))
+        except asyncio.TimeoutError:
+            await process.stop(self._grace_period_s)
+            raise self._not_ready(process) from None
+        except ManagementError as exc:
+            await process.stop(self._grace_period_s)
+            raise TorchServeStartError(f"{exc.message}. Last lines:\n{process.last_lines()}") from None
 
     async def _watch(self, process: Process) -> int:
         """Wait for ``process`` to exit, re-reading worker states meanwhile."""
@@ -147,9 +183,10 @@ class Supervisor:
                 done, _ = await asyncio.wait({exited}, timeout=self._health_interval_s)
                 if done:
                     return exited.result()
-                ready = await self._models_ready()
+                ready = [(m, await self._model_ready(m, serving=True)) for m in list(self._models())]
                 if not exited.done():
-                    self._set_ready(ready)
+                    for model, model_ready in ready:
+                        model.ready = model_ready
         finally:
             if not exited.done():
                 exited.cancel()
@@ -161,6 +198,7 @@ class Supervisor:
             code = await self._watch(self.process)
             if self._stopping:
                 return
+            self.up = False
             self._set_ready(False)
             logger.error("TorchServe exited with code %s. Last lines:\n%s", code, self.process.last_lines())
             while True:
@@ -186,6 +224,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.up = False
         self._set_ready(False)
         if self.process is not None:
             await self.process.stop(self._grace_period_s)

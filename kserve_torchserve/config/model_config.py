@@ -32,7 +32,7 @@ SPEC_KEYS: dict[str, tuple[str, int]] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model as served: what properties.py renders into TorchServe's ``models`` JSON."""
+    """One model version as served, with the settings it asked for (None: the TS_* default)."""
 
     name: str  # the name served by TorchServe and by KServe
     version: str
@@ -43,6 +43,7 @@ class ModelSpec:
     min_workers: int | None = None
     max_workers: int | None = None
     response_timeout: int | None = None
+    default: bool = False  # the default version of its name (KServe's model_snapshot says so)
 
 
 @dataclass(frozen=True)

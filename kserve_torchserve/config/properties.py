@@ -1,4 +1,4 @@
-"""Settings + model specs -> TorchServe's config.properties. Pure functions: no I/O.
+"""Settings -> TorchServe's config.properties, and each model's settings. Pure functions: no I/O.
 
 Precedence, lowest first: our defaults < the user's config.properties < TS_* env
 < keys the wrapper must own (addresses, ports, model store, model list). Owned keys
@@ -7,7 +7,6 @@ are what makes TorchServe reachable only by us, on loopback, on ports we chose.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -37,8 +36,9 @@ class Ports:
 
 
 # Keys no user setting may change, and why: the wrapper must reach TorchServe on
-# loopback ports it picked, TorchServe must load exactly the store we built, and
-# TorchServe must not re-read TS_* itself (enable_envvars_config) behind our back.
+# loopback ports it picked, TorchServe must load exactly the models we register (and
+# download nothing: allowed_urls), and it must not re-read TS_* itself
+# (enable_envvars_config) behind our back.
 OWNED_KEYS = frozenset(
     {
         "inference_address",
@@ -55,8 +55,13 @@ OWNED_KEYS = frozenset(
         "model_snapshot",
         "enable_envvars_config",
         "metrics_mode",
+        "enable_model_api",
+        "allowed_urls",
     }
 )
+
+# A regular expression no URL matches: TorchServe must never download anything itself.
+NO_URL = "(?!)"
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -105,7 +110,7 @@ def _from_env(ts: TorchServeOptions) -> dict[str, str]:
 
 
 def model_entry(spec: ModelSpec, ts: TorchServeOptions, response_timeout: int) -> dict[str, object]:
-    """One model's settings in TorchServe's ``models`` JSON: the spec's own values win over TS_* defaults."""
+    """One model's settings, in TorchServe's names: the spec's own values win over TS_* defaults."""
     min_workers = spec.min_workers if spec.min_workers is not None else ts.min_workers
     max_workers = spec.max_workers if spec.max_workers is not None else max(ts.max_workers, min_workers)
     return {
@@ -125,22 +130,24 @@ def model_entry(spec: ModelSpec, ts: TorchServeOptions, response_timeout: int) -
 
 def effective_properties(
     ts: TorchServeOptions,
-    specs: tuple[ModelSpec, ...],
     ports: Ports,
     model_store: str,
     user_text: str = "",
 ) -> dict[str, str]:
-    """Every key TorchServe will see, after applying the precedence tiers."""
+    """Every key TorchServe will see, after applying the precedence tiers.
+
+    TorchServe starts with no models: the runtime registers each one through TorchServe's
+    management API (management/operations.py), with the settings ``model_entry`` resolves,
+    so that a restarted TorchServe gets back exactly what was served, run-time changes
+    included. Its model API is on for that, reachable only by us (loopback, token), and
+    its ``allowed_urls`` match nothing: it never downloads, we fetch and it loads files.
+    """
     props = _defaults()
     props.update({k: v for k, v in parse_properties(user_text).items() if k not in OWNED_KEYS})
     props.update({k: v for k, v in _from_env(ts).items() if k not in OWNED_KEYS})
     for key in ("default_response_timeout", "job_queue_size"):  # we use these two ourselves
         if not props[key].strip().isdigit() or int(props[key]) < 1:
             raise ConfigError(f"{key}={props[key]!r} in config.properties is invalid: expected an integer >= 1")
-    response_timeout = int(props["default_response_timeout"])
-    models: dict[str, dict[str, object]] = {}
-    for spec in specs:
-        models.setdefault(spec.name, {})[spec.version] = model_entry(spec, ts, response_timeout)
     props.update(
         {
             "inference_address": f"http://{LOOPBACK}:{ports.inference}",
@@ -152,10 +159,9 @@ def effective_properties(
             "grpc_management_port": str(ports.grpc_management),
             "enable_grpc_ssl": "false",
             "model_store": model_store,
-            # name=file pairs: the name TorchServe registers is the one we serve under.
-            "load_models": ",".join(f"{spec.name}={spec.mar_name}" for spec in specs),
-            "models": json.dumps(models, sort_keys=True),
             "enable_envvars_config": "false",
+            "enable_model_api": "true",
+            "allowed_urls": NO_URL,
             "metrics_mode": "prometheus",
         }
     )

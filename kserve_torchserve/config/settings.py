@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..errors import ConfigError
+from . import model_api
+from .model_api import ModelApiOptions
 
 DEFAULT_STORAGE_URI = "/mnt/models"  # where KServe's storage initializer puts the model
 
@@ -98,7 +100,9 @@ class Settings:
     health_interval_s: float
     max_unpacked_bytes: int
     fast_path: bool
+    allow_no_models: bool
     ts: TorchServeOptions = field(default_factory=TorchServeOptions)
+    model_api: ModelApiOptions = field(default_factory=ModelApiOptions)
 
 
 def _parse_int(var: str, raw: str, minimum: int) -> int:
@@ -116,7 +120,7 @@ def parse_ts_env(env: Mapping[str, str]) -> TorchServeOptions:
     values: dict[str, object] = {}
     passthrough: dict[str, str] = {}
     for var, raw in env.items():
-        if not var.startswith("TS_"):
+        if not var.startswith("TS_") or var in model_api.VARIABLES:  # those configure us, not TorchServe
             continue
         if var in _INT_VARS:
             name, minimum = _INT_VARS[var]
@@ -232,6 +236,24 @@ def build_parser() -> argparse.ArgumentParser:
         "kserve's interceptors and servicer, too, instead of the fast paths (same answers, more CPU per "
         "request; for debugging).",
     )
+    parser.add_argument(
+        "--allow_no_models",
+        action="store_true",
+        help="Start (and be ready) with no model in storage; models come later through POST /models or the v2 "
+        "repository extension (KServe's multi-model serving: its agent loads each TrainedModel).",
+    )
+    parser.add_argument(
+        "--enable_model_api",
+        action="store_true",
+        help="Turn on the /models writes (register, unregister, scale, set-default, traffic); also "
+        "TS_ENABLE_MODEL_API=true. They then need the key from TS_MODEL_API_KEY or --model_api_key_file.",
+    )
+    parser.add_argument(
+        "--model_api_key_file",
+        type=Path,
+        default=None,
+        help="File holding the bearer key for the /models writes (instead of TS_MODEL_API_KEY).",
+    )
     return parser
 
 
@@ -244,9 +266,10 @@ def load_settings(
     args = parser_factory().parse_args(argv)
     if args.max_restarts < 0:
         raise ConfigError(f"--max_restarts={args.max_restarts} is invalid: expected an integer >= 0")
+    storage_uri = args.storage_uri or env.get("STORAGE_URI") or DEFAULT_STORAGE_URI
     return Settings(
         model_name=args.model_name,
-        storage_uri=args.storage_uri or env.get("STORAGE_URI") or DEFAULT_STORAGE_URI,
+        storage_uri=storage_uri,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         enable_grpc=args.enable_grpc,
@@ -261,5 +284,7 @@ def load_settings(
         health_interval_s=args.health_interval,
         max_unpacked_bytes=args.max_unpacked_bytes,
         fast_path=not args.disable_fast_path,
+        allow_no_models=args.allow_no_models,
         ts=parse_ts_env(env),
+        model_api=model_api.parse_model_api(env, storage_uri, args.enable_model_api, args.model_api_key_file),
     )

@@ -9,17 +9,20 @@ helper modules) is packed as an extra file, so handlers find them in their model
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 from model_archiver.model_archiver_config import ModelArchiverConfig
 from model_archiver.model_packaging import generate_model_archive
 
-from .artifacts import HANDLER_FILE, MODEL_FILE, TGZ_SUFFIXES, WEIGHT_SUFFIXES, EagerModel, TorchScriptModel
+from .artifacts import HANDLER_FILE, MANIFEST, MODEL_FILE, TGZ_SUFFIXES, WEIGHT_SUFFIXES, EagerModel, TorchScriptModel
 from ..errors import StartupError
 from .handlers import DEFAULT_HANDLER
 from . import eager_probe
@@ -101,3 +104,43 @@ def build_mar(
             )
         )
     return out_dir / f"{name}.mar", handler
+
+
+def _with_manifest_version(raw: bytes, version: str) -> bytes:
+    manifest = json.loads(raw)
+    manifest["model"]["modelVersion"] = version
+    return json.dumps(manifest, indent=2).encode("utf-8")
+
+
+def with_version(archive: Path, version: str, out_dir: Path) -> Path:
+    """A copy of a TorchServe archive (.mar, .tar.gz or no-archive directory) whose manifest says ``version``.
+
+    TorchServe takes a model's version from its manifest only, so serving one archive
+    under another version (``model_version`` at registration, or a reload beside the
+    running copy) needs this copy. A directory is copied as links to its files.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / archive.name
+    if archive.is_dir():
+        target.mkdir()
+        for entry in archive.iterdir():
+            if entry.name != MANIFEST.split("/")[0]:
+                (target / entry.name).symlink_to(entry.resolve())
+        (target / MANIFEST).parent.mkdir()
+        (target / MANIFEST).write_bytes(_with_manifest_version((archive / MANIFEST).read_bytes(), version))
+    elif archive.name.endswith(TGZ_SUFFIXES):
+        with tarfile.open(archive) as src, tarfile.open(target, "w:gz") as dst:
+            for member in src.getmembers():
+                data = src.extractfile(member) if member.isfile() else None
+                if data is not None and member.name.lstrip("./").endswith(MANIFEST):
+                    raw = _with_manifest_version(data.read(), version)
+                    member.size = len(raw)
+                    dst.addfile(member, io.BytesIO(raw))
+                else:
+                    dst.addfile(member, data)
+    else:
+        with zipfile.ZipFile(archive) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                raw = src.read(info)
+                dst.writestr(info, _with_manifest_version(raw, version) if info.filename == MANIFEST else raw)
+    return target

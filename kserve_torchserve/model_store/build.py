@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import archiver
-from .artifacts import TGZ_SUFFIXES, Archive, EagerModel, Source, TorchScriptModel, find_sources, read_archive
+from .artifacts import MANIFEST, TGZ_SUFFIXES, Archive, EagerModel, Source, TorchScriptModel, find_sources, read_archive
 from ..errors import StartupError
 from ..config.model_config import ModelConfig, ModelSpec, read_model_config, settings_from
 from ..config.properties import parse_properties
@@ -47,6 +47,7 @@ class Candidate:
     source: Source
     config: ModelConfig
     file_name: str  # what TS_LOAD_MODELS and model_snapshot's marName refer to
+    default: bool = False  # model_snapshot's defaultVersion
 
 
 def _source_file(source: Source) -> Path:
@@ -73,10 +74,13 @@ def _candidates_in(directory: Path, default_name: str | None) -> list[Candidate]
 
 
 def discover(storage: Path) -> list[Candidate]:
+    if storage.is_file() and (storage.suffix == ".mar" or storage.name.endswith(TGZ_SUFFIXES)) or (
+        storage.is_dir() and (storage / MANIFEST).is_file()  # a no-archive model directory itself
+    ):
+        archive = read_archive(storage)
+        settings = settings_from(archive.archive_config, f"{storage}:model-config.yaml")
+        return [Candidate(archive.name, archive.version, archive, ModelConfig(settings), storage.name)]
     if storage.is_file():
-        if storage.suffix == ".mar" or storage.name.endswith(TGZ_SUFFIXES):
-            archive = read_archive(storage)
-            return [Candidate(archive.name, archive.version, archive, ModelConfig(), storage.name)]
         return [c for c in _candidates_in(storage.parent, None) if _source_file(c.source) == storage]
     found = _candidates_in(storage, None)
     if (storage / KSERVE_STORE_DIR).is_dir():
@@ -108,7 +112,8 @@ def _apply_snapshot(found: list[Candidate], properties: dict[str, str], where: P
             if match is None:
                 raise StartupError(f"{where} lists {name} ({mar}), which is not in the storage: add it or remove it")
             settings = {**match.config.settings, **settings_from(entry, f"{where}: model {name}")}
-            chosen.append(replace(match, name=name, version=str(version), config=replace(match.config, settings=settings)))
+            chosen.append(replace(match, name=name, version=str(version), config=replace(match.config, settings=settings),
+                                  default=bool(entry.get("defaultVersion"))))
     return chosen
 
 
@@ -153,18 +158,24 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def build_model_store(
-    storage: Path, store_dir: Path, model_name: str | None = None, load_models: str | None = None
+    storage: Path, store_dir: Path, model_name: str | None = None, load_models: str | None = None,
+    allow_empty: bool = False,
 ) -> ModelStore:
     """Find the models under ``storage`` and lay out ``store_dir`` for TorchServe.
 
     ``load_models`` (TS_LOAD_MODELS, else the user's load_models) selects and renames;
     ``model_name`` renames a single model otherwise (KServe passes the InferenceService name).
+    ``allow_empty``: no model is no error (models come at run time).
     """
     found = discover(storage)
+    if not found and allow_empty:
+        store_dir.mkdir(parents=True, exist_ok=True)
+        return ModelStore(store_dir, (), None)
     if not found:
         raise StartupError(
             f"no model found in {storage}: expected a .mar/.tar.gz archive, a TorchScript .pt, or model.py with "
-            f"its state dict (.pth) there, in {KSERVE_STORE_DIR}/, or in a subdirectory per model"
+            f"its state dict (.pth) there, in {KSERVE_STORE_DIR}/, or in a subdirectory per model "
+            "(or start with --allow_no_models and add models at run time)"
         )
     user_file = storage / KSERVE_CONFIG if storage.is_dir() else None
     user_properties = user_file if user_file and user_file.is_file() else None
@@ -211,4 +222,4 @@ def _place(candidate: Candidate, store_dir: Path) -> ModelSpec:
         _link(built, store_dir / mar_name)
     return ModelSpec(name=candidate.name, version=candidate.version, mar_name=mar_name,
                      handler=Path(handler).name if handler.endswith(".py") else handler,
-                     **candidate.config.settings)
+                     default=candidate.default, **candidate.config.settings)

@@ -23,10 +23,11 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from .artifacts import MANIFEST, check_tar, check_zip
-from ..errors import StartupError
+from ..errors import ManagementError, StartupError
+from .url_policy import UrlPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,36 @@ def safe_unpacking(max_bytes: int) -> Iterator[None]:
         Storage._unpack_archive_file = original
 
 
+@contextlib.contextmanager
+def redirects_checked(policy: UrlPolicy | None) -> Iterator[None]:
+    """Check every HTTP redirect target against ``policy`` before requests follows it.
+
+    kserve_storage (and our size probe) let requests follow redirects on their own; a URL
+    allowed at the door must not be able to send the download somewhere that is not.
+    """
+    if policy is None:
+        yield
+        return
+    from requests.sessions import SessionRedirectMixin
+
+    original = SessionRedirectMixin.get_redirect_target
+
+    def checked(self: Any, response: Any) -> str | None:
+        target: str | None = original(self, response)
+        if target is not None:
+            try:
+                policy.check(urljoin(response.url, target))
+            except ManagementError as exc:
+                raise StartupError(f"the server redirected to a URL that is not allowed ({exc.message})") from None
+        return target
+
+    SessionRedirectMixin.get_redirect_target = checked  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        SessionRedirectMixin.get_redirect_target = original  # type: ignore[method-assign]
+
+
 class _Progress:
     """Logs bytes on disk under a directory every few seconds while a download runs."""
 
@@ -192,11 +223,16 @@ def fetch(
     download_dir: Path,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
     progress_interval_s: float = PROGRESS_INTERVAL_S,
+    policy: UrlPolicy | None = None,
 ) -> Path:
-    """Make ``uri`` available locally; StartupError names the URI and the cause."""
+    """Make ``uri`` available locally; StartupError names the URI and the cause.
+
+    ``policy``: for URLs a client sent (run-time registration), every redirect must pass it too.
+    """
     shown = redact(uri)
     try:
-        return _fetch(uri, shown, download_dir, max_unpacked_bytes, progress_interval_s)
+        with redirects_checked(policy):
+            return _fetch(uri, shown, download_dir, max_unpacked_bytes, progress_interval_s)
     except StartupError as exc:
         raise StartupError(_one_line(f"storage URI {shown}: {exc}").replace(uri, shown)) from None
 

@@ -12,12 +12,15 @@ from pathlib import Path
 
 from ..errors import StartupError
 from .fetch import DEFAULT_MAX_UNPACKED_BYTES, fetch, logger, redact
+from .url_policy import UrlPolicy
 
 # This module's import name, also when it runs as __main__ (-m): what the child is started as.
 _MODULE = __spec__.name if __spec__ is not None else __name__
 
 
-async def fetch_in_child(uri: str, download_dir: Path, max_unpacked_bytes: int, log_level: str) -> Path:
+async def fetch_in_child(
+    uri: str, download_dir: Path, max_unpacked_bytes: int, log_level: str, allowed_urls: tuple[str, ...] | None = None
+) -> Path:
     """fetch() in a fresh interpreter.
 
     kserve_storage downloads S3 objects with a fork()ed multiprocessing pool, and a
@@ -35,6 +38,7 @@ async def fetch_in_child(uri: str, download_dir: Path, max_unpacked_bytes: int, 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", _MODULE, uri, str(download_dir),
         "--max-unpacked-bytes", str(max_unpacked_bytes), "--result", str(result_file), "--log-level", log_level,
+        *(arg for pattern in allowed_urls or () for arg in ("--allowed-url", pattern)),
     )
     try:
         code = await proc.wait()
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-unpacked-bytes", type=int, default=DEFAULT_MAX_UNPACKED_BYTES)
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--allowed-url", action="append", default=None,
+                        help="a regular expression every redirect target must match (repeatable)")
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -89,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     library.setLevel(logging.WARNING)
     library.propagate = False
     try:
-        result: dict[str, str] = {"path": str(fetch(args.uri, args.download_dir, args.max_unpacked_bytes))}
+        policy = UrlPolicy(tuple(args.allowed_url)) if args.allowed_url else None
+        path = fetch(args.uri, args.download_dir, args.max_unpacked_bytes, policy=policy)
+        result: dict[str, str] = {"path": str(path)}
     except StartupError as exc:
         result = {"error": str(exc)}
     args.result.write_text(json.dumps(result))

@@ -172,7 +172,9 @@ def _numeric_output(predictions: Sequence[Any], float_type: str, binary: bool) -
     return output
 
 
-def v2_response(request: InferRequest, model_name: str, predictions: Sequence[Any]) -> InferResponse:
+def v2_response(
+    request: InferRequest, model_name: str, predictions: Sequence[Any], model_version: str | None = None
+) -> InferResponse:
     """Numeric predictions become one FP32/FP64/INT64/BOOL tensor; anything else a BYTES tensor of JSON/text."""
     float_type = "FP64" if any(t.datatype == "FP64" for t in request.inputs) else "FP32"
     binary = bool(request.use_binary_outputs)  # the client asked for the binary data extension
@@ -184,6 +186,7 @@ def v2_response(request: InferRequest, model_name: str, predictions: Sequence[An
     return InferResponse(
         response_id=request.id or str(uuid.uuid4()),  # as kserve does for requests without an id
         model_name=model_name,
+        model_version=model_version,  # which version answered (the v2 protocol's field for it)
         infer_outputs=[output],
         from_grpc=request.from_grpc,
     )

@@ -12,9 +12,10 @@ kserve's ``validate_grpc_request`` -> ``InferRequest.from_grpc`` -> ``model.pred
 -> ``to_grpc``, recording kserve's per-model preprocess/predict/postprocess
 histograms, with errors answered by kserve's own ExceptionToStatusInterceptor (same
 codes, same details). Every other method, and ModelInfer for a name we do not serve,
-goes through kserve's interceptors and servicer unchanged. server.py uses kserve's
-plain GRPCServer instead when per-request logging is on (TS_LOG_LEVEL=DEBUG) or with
-``--disable_fast_path``.
+goes through kserve's interceptors and servicer unchanged; so does ModelInfer itself when
+the fast path is off (``fast=False``: per-request logging at TS_LOG_LEVEL=DEBUG, or
+``--disable_fast_path``). The repository extension's RPCs are answered by handlers of
+ours in every case (grpc_repository.py: kserve's fail after every successful call).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from .model import TorchServeModel
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -43,9 +43,12 @@ MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
     """The only server interceptor: ModelInfer goes to ``model_infer``; the rest through kserve's chain."""
 
-    def __init__(self, servicer: InferenceServicer, registry: ModelRepository) -> None:
+    def __init__(self, servicer: InferenceServicer, registry: ModelRepository, fast: bool = True,
+                 handlers: dict[str, grpc.RpcMethodHandler] | None = None) -> None:
         self._servicer = servicer
         self._registry = registry
+        self._fast = fast
+        self._own = dict(handlers or {})  # methods answered by handlers of ours (the repository extension)
         self._logging = LoggingInterceptor()
         self._exceptions = ExceptionToStatusInterceptor()
         # Built once: grpc_interceptor builds a handler like this on every call.
@@ -61,8 +64,10 @@ class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        if details.method == MODEL_INFER:
+        if details.method == MODEL_INFER and self._fast:
             return self._handler
+        if details.method in self._own:
+            return self._own[details.method]
         # kserve's interceptors, in kserve's order: logging first, then exceptions -> status codes.
         return await self._logging.intercept_service(
             functools.partial(self._exceptions.intercept_service, continuation), details
@@ -78,7 +83,7 @@ class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
     async def model_infer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
         try:
             model = self._registry.get_model(request.model_name)
-            if not isinstance(model, TorchServeModel):  # not ours (or unknown: kserve's NOT_FOUND)
+            if not getattr(model, "grpc_fast_path", False):  # not ours (or unknown: kserve's NOT_FOUND)
                 return await self._servicer.ModelInfer(request, context)
             preprocess, predict, postprocess = self._histograms_for(model.name)
             InferenceServicer.validate_grpc_request(request)
@@ -105,15 +110,18 @@ class LeanGRPCServer(GRPCServer):  # type: ignore[misc]
     ``start`` mirrors kserve 0.21's, which fixes its interceptors inside the method.
     """
 
-    def __init__(self, *args: Any, registry: ModelRepository, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, registry: ModelRepository, fast: bool = True,
+                 handlers: dict[str, grpc.RpcMethodHandler] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._registry = registry
+        self._fast = fast
+        self._handlers = handlers
 
     async def start(self, max_workers: int) -> None:
         servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(ModelInferFastPath(servicer, self._registry),),
+            interceptors=(ModelInferFastPath(servicer, self._registry, self._fast, self._handlers),),
             options=[
                 ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
                 ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),

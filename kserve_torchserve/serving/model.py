@@ -1,4 +1,9 @@
-"""TorchServeModel: one kserve.Model per served model name, forwarding rows to TorchServe."""
+"""TorchServeModel: one served model version, forwarding rows to TorchServe.
+
+One object per (name, version). Which version answers a request is management's
+choice (``management/registry.py``); this class only serves the version it is. It
+counts its requests in flight, so that unregistering it can wait for them (drain).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +13,42 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Union
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from . import codec
 from ..backend.client import TorchServeClient
-from ..errors import UpstreamError
 from ..config.model_config import ModelSpec
+from ..errors import UpstreamError
+from . import codec
+
+# The request header that addresses one version (a versioned route sets it too), and the
+# response header that says which version answered.
+VERSION_HEADER = "x-model-version"
 
 
 class TorchServeModel(kserve.Model):  # type: ignore[misc]
+    grpc_fast_path = True  # predict() is the whole answer: gRPC ModelInfer may call it directly
+
     def __init__(
         self,
         spec: ModelSpec,
         client: TorchServeClient,
         response_timeout_s: float,
         max_rows: int,
+        ts_version: str | None = None,
     ) -> None:
         super().__init__(spec.name)
         self.spec = spec
+        self.version = spec.version
+        # The version TorchServe knows it by: the same, except for a model reloaded in place,
+        # whose new files are registered beside the old ones under a version of their own.
+        self.ts_version = ts_version or spec.version
         self.client = client
         self.response_timeout_s = response_timeout_s
         # TorchServe's job queue holds max_rows requests per model; a request with
         # more rows could never be queued whole, so it is refused up front.
         self.max_rows = max_rows
         self.ready = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def load(self) -> bool:
         # kserve calls load() when a request finds the model not ready; TorchServe owns
@@ -39,6 +58,14 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
     def stop(self) -> None:
         self.ready = False
 
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight (or ``timeout_s`` passed); True if drained."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
     async def predict(
         self,
         payload: Union[Dict[str, Any], InferRequest],
@@ -47,7 +74,7 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
     ) -> Union[Dict[str, Any], InferResponse]:
         predictions = await self._send_rows(self._rows(payload), self._predict_one)
         if isinstance(payload, InferRequest):
-            return codec.v2_response(payload, self.name, predictions)
+            return codec.v2_response(payload, self.name, predictions, self.version)
         return codec.v1_response(predictions)
 
     async def explain(
@@ -72,9 +99,16 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         self, rows: list[codec.Row], send: Callable[[codec.Row], Awaitable[bytes]]
     ) -> list[Any]:
         """Send every row at once so TorchServe's batcher can group them; keep answers in order."""
-        if len(rows) == 1:  # the common case: skip gather's task overhead
-            return [codec.decode_prediction(await send(rows[0]))]
-        results = await asyncio.gather(*(send(row) for row in rows), return_exceptions=True)
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            if len(rows) == 1:  # the common case: skip gather's task overhead
+                return [codec.decode_prediction(await send(rows[0]))]
+            results = await asyncio.gather(*(send(row) for row in rows), return_exceptions=True)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
         for index, result in enumerate(results):
             if isinstance(result, UpstreamError):
                 raise UpstreamError(result.http_status, f"instance {index}: {result.message}")
@@ -83,8 +117,8 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         return [codec.decode_prediction(raw) for raw in results]  # type: ignore[arg-type]
 
     async def _explain_one(self, row: codec.Row) -> bytes:
-        return await self.client.explain(self.name, row, self.response_timeout_s)
+        return await self.client.explain(self.name, self.ts_version, row, self.response_timeout_s)
 
     async def _predict_one(self, row: codec.Row) -> bytes:
-        # No version: TorchServe's default version answers, as for its own /predictions/{m}.
-        return await self.client.predict(self.name, None, row, self.response_timeout_s)
+        # Always the explicit version: TorchServe's own default plays no part in routing.
+        return await self.client.predict(self.name, self.ts_version, row, self.response_timeout_s)

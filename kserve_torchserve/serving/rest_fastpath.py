@@ -11,8 +11,12 @@ order, as kserve's endpoints (``model_ready``, ``decode``, ``infer``, ``encode``
 renders failures with the exception handlers registered on kserve's app, so answers and
 errors are kserve's. Everything else goes to kserve's app unchanged, with the body
 replayed: other routes, CloudEvents (``ce-*`` headers or their content type), the v2
-binary-data extension, other content types, versioned v2 routes, and v2 bodies that
-kserve's schema rejects (kserve then answers with its own validation error).
+binary-data extension, other content types, and v2 bodies that kserve's schema rejects
+(kserve then answers with its own validation error).
+
+Versioned v2 routes (``/v2/models/{m}/versions/{v}/infer``, which kserve answers with
+"not supported") become the plain route with ``x-model-version: {v}``, on either path:
+the model picks the version (management/registry.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from kserve.errors import ModelNotReady
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from .model import VERSION_HEADER
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -39,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 _V1_PREFIX, _V1_SUFFIX = "/v1/models/", ":predict"
 _V2_PREFIX, _V2_SUFFIX = "/v2/models/", "/infer"
+_VERSIONS = "/versions/"
+_VERSION_HEADER = VERSION_HEADER.encode("latin-1")
 _JSON = b"application/json"
 _BINARY_EXTENSION = b"inference-header-content-length"
 # What ORJSONResponse (kserve's default response class) passes to orjson.
@@ -110,15 +118,39 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: dict[str, st
     await send({"type": "http.response.body", "body": body})
 
 
-class FastPath:
-    """ASGI app: our models' predict routes directly on kserve's DataPlane, the rest to ``app``."""
+def unversioned(scope: Scope) -> Scope:
+    """``/v2/models/{m}/versions/{v}/infer`` as ``/v2/models/{m}/infer`` with the header that addresses ``v``.
 
-    def __init__(self, app: ASGIApp, dataplane: DataPlane) -> None:
+    kserve's own versioned route answers "not supported"; the version is the model's
+    business (``x-model-version``), so the request is served like any other.
+    """
+    path = scope["path"]
+    if not (path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX)) or _VERSIONS not in path:
+        return scope
+    name, _, version = path[len(_V2_PREFIX):-len(_V2_SUFFIX)].partition(_VERSIONS)
+    if not name or not version or "/" in name or "/" in version:
+        return scope
+    plain = f"{_V2_PREFIX}{name}{_V2_SUFFIX}"
+    headers = [(k, v) for k, v in scope["headers"] if k != _VERSION_HEADER]
+    headers.append((_VERSION_HEADER, version.encode("latin-1")))
+    return {**scope, "path": plain, "raw_path": plain.encode("latin-1"), "headers": headers}
+
+
+class FastPath:
+    """ASGI app: our models' predict routes directly on kserve's DataPlane, the rest to ``app``.
+
+    ``fast=False`` (--disable_fast_path) keeps only the rewrite of versioned routes.
+    """
+
+    def __init__(self, app: ASGIApp, dataplane: DataPlane, fast: bool = True) -> None:
         self.app = app
         self.dataplane = dataplane
+        self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = route(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if scope["type"] == "http":
+            scope = unversioned(scope)
+        target = route(scope["path"]) if self.fast and scope["type"] == "http" and scope["method"] == "POST" else None
         if target is None or not plain_json(scope["headers"], required=target[0] == "v2"):
             await self.app(scope, receive, send)
             return

@@ -58,14 +58,23 @@ def test_kserve_layout_user_config_is_merged_under_env(tmp_path: Path) -> None:
 
 
 def test_tgz_and_unarchived_models_serve(tmp_path: Path) -> None:
+    """Also: two archives of one model name are two versions of it; the highest is the default."""
     storage = tmp_path / "storage"
     for fmt, name in (("tgz", "packed"), ("no-archive", "unpacked")):
         build_mar(ASSETS / "sleepy_handler.py", name, storage, archive_format=fmt)
+    for version in ("1.0", "2.0"):
+        built = build_mar(ASSETS / "version_handler.py", "versioned", tmp_path / version, version=version)
+        built.rename(storage / f"versioned-{version}.mar")
     srv = Server(storage, tmp_path)
     try:
         srv.wait_ready()
         for name in ("packed", "unpacked"):
             assert http("POST", f"{srv.url}/v1/models/{name}:predict", {"instances": [{"m": name}]}) == (
                 200, {"predictions": [{"echo": {"m": name}}]})
+        assert http("POST", f"{srv.url}/v1/models/versioned:predict", {"instances": [1]}) == (
+            200, {"predictions": [{"version": "2.0"}]})
+        assert http("POST", f"{srv.url}/v2/models/versioned/versions/1.0/infer",
+                    {"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}]})[1]["model_version"] == "1.0"
+        assert http("GET", f"{srv.url}/v2/models/versioned")[1]["versions"] == ["1.0", "2.0"]
     finally:
         srv.stop()

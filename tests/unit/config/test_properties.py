@@ -1,18 +1,23 @@
 from __future__ import annotations
 
-import json
-
 from kserve_torchserve.config.model_config import ModelSpec
-from kserve_torchserve.config.properties import Ports, effective_properties, parse_properties, render_properties
+from kserve_torchserve.config.properties import (
+    NO_URL, Ports, effective_properties, model_entry, parse_properties, render_properties,
+)
 from kserve_torchserve.config.settings import parse_ts_env
 
 PORTS = Ports(inference=1001, management=1002, metrics=1003, grpc_inference=1004, grpc_management=1005)
 DIGITS = ModelSpec(name="digits", version="1.0", mar_name="digits.mar", handler="handler.py")
 
 
-def render(env: dict[str, str] | None = None, user: str = "", specs: tuple[ModelSpec, ...] = (DIGITS,)) -> dict[str, str]:
-    text = render_properties(effective_properties(parse_ts_env(env or {}), specs, PORTS, "/store", user))
+def render(env: dict[str, str] | None = None, user: str = "") -> dict[str, str]:
+    text = render_properties(effective_properties(parse_ts_env(env or {}), PORTS, "/store", user))
     return parse_properties(text)
+
+
+def entry(env: dict[str, str] | None = None, user: str = "", spec: ModelSpec = DIGITS) -> dict[str, object]:
+    """A model's settings as the runtime registers it: TS_* and the user's file as defaults."""
+    return model_entry(spec, parse_ts_env(env or {}), int(render(env, user)["default_response_timeout"]))
 
 
 def test_addresses_are_loopback_on_the_chosen_ports() -> None:
@@ -30,18 +35,29 @@ def test_defaults_match_the_runtime_description() -> None:
     props = render()
     assert props["max_request_size"] == props["max_response_size"] == "6553600"
     assert props["number_of_gpu"] == "0"
-    model = json.loads(props["models"])["digits"]["1.0"]
+    model = entry()
     assert model == {
         "defaultVersion": True, "marName": "digits.mar", "minWorkers": 1, "maxWorkers": 1,
         "batchSize": 1, "maxBatchDelay": 100, "responseTimeout": 120,
     }
-    assert props["load_models"] == "digits=digits.mar"
+
+
+def test_torchserve_starts_empty_and_never_downloads() -> None:
+    """Models are registered through its management API (so a restart gets back what was served);
+    its own url download matches nothing."""
+    props = render(user="load_models=all\nmodels={}\nallowed_urls=.*\nenable_model_api=false")
+    assert "load_models" not in props and "models" not in props
+    assert props["enable_model_api"] == "true"
+    assert props["allowed_urls"] == NO_URL
+    import re
+    assert not any(re.fullmatch(NO_URL, url) for url in ("", "file:///x.mar", "http://h/x.mar", "x.mar"))
 
 
 def test_env_reaches_every_model() -> None:
-    props = render({"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "50", "TS_INITIAL_WORKERS_COUNT": "2",
-                    "TS_MAX_WORKERS_COUNT": "4", "TS_NUMBER_OF_GPU": "1", "TS_MAX_REQUEST_SIZE": "10"})
-    model = json.loads(props["models"])["digits"]["1.0"]
+    env = {"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "50", "TS_INITIAL_WORKERS_COUNT": "2",
+           "TS_MAX_WORKERS_COUNT": "4", "TS_NUMBER_OF_GPU": "1", "TS_MAX_REQUEST_SIZE": "10"}
+    props = render(env)
+    model = entry(env)
     assert (model["batchSize"], model["maxBatchDelay"], model["minWorkers"], model["maxWorkers"]) == (8, 50, 2, 4)
     assert props["number_of_gpu"] == "1"
     assert props["max_request_size"] == "10"
@@ -50,7 +66,7 @@ def test_env_reaches_every_model() -> None:
 def test_model_spec_beats_global_defaults() -> None:
     spec = ModelSpec(name="m", version="2", mar_name="m.mar", handler="h", batch_size=4, max_batch_delay=5,
                      min_workers=2, max_workers=3, response_timeout=9)
-    model = json.loads(render({"TS_BATCH_SIZE": "8"}, specs=(spec,))["models"])["m"]["2"]
+    model = entry({"TS_BATCH_SIZE": "8"}, spec=spec)
     assert (model["batchSize"], model["maxBatchDelay"], model["minWorkers"], model["maxWorkers"],
             model["responseTimeout"]) == (4, 5, 2, 3, 9)
 
@@ -75,8 +91,7 @@ def test_precedence_user_file_then_env_then_owned() -> None:
 
 
 def test_user_response_timeout_reaches_models() -> None:
-    props = render(user="default_response_timeout=30")
-    assert json.loads(props["models"])["digits"]["1.0"]["responseTimeout"] == 30
+    assert entry(user="default_response_timeout=30")["responseTimeout"] == 30
 
 
 def test_passthrough_keys_are_rendered() -> None:
@@ -86,7 +101,7 @@ def test_passthrough_keys_are_rendered() -> None:
 
 
 def test_rendered_text_parses_back_to_the_same_keys() -> None:
-    props = effective_properties(parse_ts_env({"TS_BATCH_SIZE": "3"}), (DIGITS,), PORTS, "/store")
+    props = effective_properties(parse_ts_env({"TS_BATCH_SIZE": "3"}), PORTS, "/store")
     assert parse_properties(render_properties(props)) == props
 
 

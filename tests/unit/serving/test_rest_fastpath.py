@@ -54,8 +54,6 @@ CASES: list[tuple[str, Any, dict[str, str]]] = [
     ("/v2/models/nope/infer", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}, {}),
     ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]},
      {"content-type": "text/plain"}),
-    ("/v2/models/m/versions/1/infer", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
-                                                   "data": [1]}]}, {}),
 ]
 
 
@@ -113,3 +111,19 @@ def test_routes_and_headers_it_takes() -> None:
     assert not plain_json([(b"content-type", b"application/cloudevents+json")])
     assert not plain_json([(b"ce-id", b"1")])
     assert not plain_json([(b"inference-header-content-length", b"10")])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_a_versioned_route_is_the_model_route_with_the_version_header(fast: bool) -> None:
+    """kserve answers "not supported" on /versions/{v}/infer; ours serves it as the plain route
+    with x-model-version (the model picks the version), with the fast path on or off."""
+    app, dataplane = _app()
+    body = json.dumps({"id": "v", "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}).encode()
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        plain = await client.post("/v2/models/m/infer", content=body, headers={**headers, "x-model-version": "1.0"})
+    ours = FastPath(app, dataplane, fast=fast)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ours), base_url="http://t") as client:
+        versioned = await client.post("/v2/models/m/versions/1.0/infer", content=body, headers=headers)
+    assert versioned.status_code == plain.status_code == 200
+    assert versioned.json() == plain.json()

@@ -1,0 +1,282 @@
+"""Routes only: TorchServe's management API and the v2 repository extension on the KServe HTTP port.
+
+Wire format, as TorchServe 0.12 answers on its own management port:
+- ``GET /models[?limit=&next_page_token=]`` -> ``{"nextPageToken"?, "models": [{"modelName", "modelUrl"}]}``
+  (default versions, sorted by name, pages of at most 100);
+- ``GET /models/{m}``, ``/models/{m}/{v}``, ``/models/{m}/all`` -> a list of TorchServe's describe
+  objects (modelName, modelVersion, modelUrl, minWorkers, maxWorkers, batchSize,
+  maxBatchDelay, workers[...], ...), with our version and the URL it came from;
+- writes, each behind the switch and the key (``security.Gate``):
+  ``POST /models`` (url, model_name, model_version, handler-free: the archive's, batch_size,
+  max_batch_delay, initial_workers, response_timeout, synchronous),
+  ``PUT /models/{m}[/{v}]`` (min_worker, max_worker, synchronous),
+  ``PUT /models/{m}/{v}/set-default``, ``DELETE /models/{m}[/{v}]`` -> ``{"status": "..."}``;
+- errors: ``{"code", "type", "message"}`` with TorchServe's statuses.
+Parameters come as a query string, a JSON object, a urlencoded form or multipart form fields
+(curl -F), whichever the client sends. Plus ``POST /v2/repository/index`` (Triton's
+extension: ``[{"name", "version", "state", "reason"}]``) and the versioned v2 routes kserve
+leaves unimplemented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+import orjson
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from kserve.errors import ModelNotFound, ModelNotReady
+
+from ..errors import ManagementError
+from ..model_store.fetch import redact
+from ..serving.model import TorchServeModel
+from .operations import Operations, Registration
+from .registry import ModelRegistry
+from .repository import RepositoryExtension
+from .security import Gate, check_name, check_version
+from .sources import Sources
+
+logger = logging.getLogger(__name__)
+
+_MAX_BODY = 64 * 1024  # parameters only: models come by url
+_INT_PARAMS = {"batch_size": 1, "max_batch_delay": 0, "initial_workers": 1, "response_timeout": 1,
+               "min_worker": 1, "max_worker": 1}
+_PAGE = 100
+Endpoint = Callable[..., Awaitable[Any]]
+
+
+def answer(status: int, body: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body)
+
+
+def failed(exc: ManagementError) -> JSONResponse:
+    return answer(exc.status, exc.body())
+
+
+async def parameters(request: Request) -> dict[str, str]:
+    """Query string, then the body's fields (JSON, urlencoded or multipart) on top."""
+    params = {k: v for k, v in request.query_params.items()}
+    if request.method not in ("POST", "PUT"):
+        return params
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > _MAX_BODY:
+        raise ManagementError(413, f"parameters over {_MAX_BODY} bytes: send the model by url")
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind == "application/json":
+        body = await request.body()
+        if len(body) > _MAX_BODY:
+            raise ManagementError(413, f"parameters over {_MAX_BODY} bytes: send the model by url")
+        try:
+            data = orjson.loads(body) if body.strip() else {}
+        except orjson.JSONDecodeError:
+            raise ManagementError(400, "the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ManagementError(400, "the JSON body must be an object of parameters")
+        params.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in data.items()})
+    elif kind in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        try:
+            form = await request.form(max_files=0, max_fields=32)
+        except HTTPException:  # starlette's answer to a malformed form, or one that holds a file
+            raise ManagementError(400, "the form is malformed or holds a file: file uploads are not accepted, "
+                                       "give the model's url") from None
+        for key, value in form.items():
+            if not isinstance(value, str):
+                raise ManagementError(400, "file uploads are not accepted: give the model's url")
+            params[key] = value
+    return params
+
+
+def integer(params: dict[str, str], name: str) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < _INT_PARAMS[name]:
+        raise ManagementError(400, f"{name} must be an integer >= {_INT_PARAMS[name]}")
+    return value
+
+
+def flag(params: dict[str, str], name: str, default: bool) -> bool:
+    raw = params.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ManagementError(400, f"{name} must be true or false")
+    return raw == "true"
+
+
+class ManagementApi:
+    def __init__(self, operations: Operations, sources: Sources, gate: Gate, repository: RepositoryExtension,
+                 describe: Callable[[str, str], Awaitable[list[dict[str, Any]]]]) -> None:
+        self.operations = operations
+        self.repository = repository
+        self.registry: ModelRegistry = operations.registry
+        self.sources = sources
+        self.gate = gate
+        self._describe = describe  # (name, TorchServe version) -> TorchServe's describe objects
+        self._background: set[asyncio.Task[None]] = set()
+
+    def routes(self) -> list[tuple[str, Endpoint, list[str]]]:
+        """(path, endpoint, methods), registered before kserve's own routes."""
+        return [
+            ("/models", self.list_models, ["GET"]),
+            ("/models", self.register, ["POST"]),
+            ("/models/{name}", self.describe, ["GET"]),
+            ("/models/{name}", self.scale, ["PUT"]),
+            ("/models/{name}", self.unregister, ["DELETE"]),
+            ("/models/{name}/{version}", self.describe, ["GET"]),
+            ("/models/{name}/{version}", self.scale, ["PUT"]),
+            ("/models/{name}/{version}", self.unregister, ["DELETE"]),
+            ("/models/{name}/{version}/set-default", self.set_default, ["PUT"]),
+            ("/v2/repository/index", self.index, ["POST"]),
+            ("/v2/models/{name}/versions/{version}", self.version_metadata, ["GET"]),
+            ("/v2/models/{name}/versions/{version}/ready", self.version_ready, ["GET"]),
+        ]
+
+    async def _guarded(self, request: Request, work: Callable[[dict[str, str]], Awaitable[tuple[int, Any]]],
+                       write: bool = True) -> JSONResponse:
+        try:
+            if write:
+                self.gate.check(request.headers.get("authorization"))
+            return answer(*await work(await parameters(request)))
+        except ManagementError as exc:
+            if exc.status >= 500:
+                logger.warning("%s %s failed (%d): %s", request.method, request.url.path, exc.status, exc.message)
+            return failed(exc)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def list_models(self, request: Request) -> JSONResponse:
+        async def work(params: dict[str, str]) -> tuple[int, Any]:
+            try:
+                limit = int(params.get("limit", _PAGE))
+            except ValueError:
+                limit = _PAGE
+            limit = _PAGE if limit > _PAGE or limit < 0 else limit
+            try:
+                start = max(int(params.get("next_page_token", 0)), 0)
+            except ValueError:
+                start = 0
+            names = sorted(self.registry.models)
+            body: dict[str, Any] = {}
+            if start + limit <= len(names):
+                body["nextPageToken"] = str(start + limit)
+            body["models"] = [{"modelName": n, "modelUrl": self.operations.find(n).url}
+                              for n in names[start:start + limit]]
+            return 200, body
+        return await self._guarded(request, work, write=False)
+
+    async def _description(self, r: Registration) -> dict[str, Any]:
+        try:
+            (found, *_) = await self._describe(r.spec.name, r.ts_version) or [{}]
+        except Exception as exc:  # TorchServe restarting: what we know, without its live worker list
+            logger.debug("describe %s: %s", r.spec.name, exc)
+            found = {"workers": []}
+        return {**found, "modelName": r.spec.name, "modelVersion": r.spec.version, "modelUrl": r.url,
+                "minWorkers": r.min_workers, "maxWorkers": r.max_workers, "batchSize": r.batch_size,
+                "maxBatchDelay": r.max_batch_delay, "responseTimeout": r.response_timeout}
+
+    async def describe(self, request: Request, name: str, version: str | None = None) -> JSONResponse:
+        async def work(_: dict[str, str]) -> tuple[int, Any]:
+            if version == "all":
+                self.operations.find(name)  # 404 for an unknown name
+                served = self.registry.models[name]
+                regs = [self.operations.registrations[(name, v)] for v in sorted(served.versions)]
+            else:
+                regs = [self.operations.find(name, version)]
+            return 200, [await self._description(r) for r in regs]
+        return await self._guarded(request, work, write=False)
+
+    async def index(self, request: Request) -> JSONResponse:
+        """Triton's ``POST /v2/repository/index``: every model version with its state."""
+        async def work(params: dict[str, str]) -> tuple[int, Any]:
+            return 200, await self.repository.index(flag(params, "ready", False))
+        return await self._guarded(request, work, write=False)
+
+    def _version(self, name: str, version: str) -> TorchServeModel:
+        model = self.registry.find(name, version)
+        if model is None:
+            raise ModelNotFound(f"{name} (version {version})")
+        return model
+
+    async def version_metadata(self, name: str, version: str) -> dict[str, Any]:
+        """kserve's v2 model metadata for one version (kserve itself answers "not supported")."""
+        model = self._version(name, version)
+        return {"name": name, "versions": [model.version], "platform": "", "inputs": [], "outputs": []}
+
+    async def version_ready(self, name: str, version: str) -> dict[str, Any]:
+        if not self._version(name, version).ready:
+            raise ModelNotReady(f"{name} (version {version})")
+        return {"name": name, "ready": True}
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def register(self, request: Request) -> JSONResponse:
+        async def work(params: dict[str, str]) -> tuple[int, Any]:
+            url = params.get("url", "")
+            if not url:
+                raise ManagementError(400, "Parameter url is required.")
+            name = check_name(params["model_name"]) if params.get("model_name") else None
+            version = check_version(params["model_version"]) if params.get("model_version") else None
+            overrides = {"batch_size": integer(params, "batch_size"),
+                         "max_batch_delay": integer(params, "max_batch_delay"),
+                         "min_workers": integer(params, "initial_workers"),
+                         "response_timeout": integer(params, "response_timeout")}
+            if overrides["min_workers"] is not None:
+                overrides["max_workers"] = overrides["min_workers"]
+            synchronous = flag(params, "synchronous", False)
+            work_dir = self.sources.work_dir()
+            try:
+                source = await self.sources.from_url(url, work_dir)
+            except BaseException:
+                self.sources.forget(work_dir)
+                raise
+            registering = self.operations.register(source, work_dir, redact(url), name, version, overrides)
+            if synchronous:
+                try:
+                    return await registering
+                except BaseException:
+                    self.sources.forget(work_dir)
+                    raise
+            self._in_background(registering, work_dir)
+            return 202, {"status": "Processing worker updates..."}
+        return await self._guarded(request, work)
+
+    def _in_background(self, registering: Awaitable[tuple[int, Any]], work_dir: Any) -> None:
+        async def run() -> None:
+            try:
+                await registering
+            except ManagementError as exc:
+                self.sources.forget(work_dir)
+                logger.warning("registering a model failed (%d): %s", exc.status, exc.message)
+
+        task = asyncio.ensure_future(run())
+        self._background.add(task)  # a reference, or the task may be collected mid-way
+        task.add_done_callback(self._background.discard)
+
+    async def scale(self, request: Request, name: str, version: str | None = None) -> JSONResponse:
+        async def work(params: dict[str, str]) -> tuple[int, Any]:
+            minimum = integer(params, "min_worker") or 1
+            maximum = integer(params, "max_worker") or minimum
+            chosen = version or params.get("model_version") or None
+            return await self.operations.scale(name, chosen, minimum, maximum, flag(params, "synchronous", False))
+        return await self._guarded(request, work)
+
+    async def set_default(self, request: Request, name: str, version: str) -> JSONResponse:
+        async def work(_: dict[str, str]) -> tuple[int, Any]:
+            return await self.operations.set_default(name, version)
+        return await self._guarded(request, work)
+
+    async def unregister(self, request: Request, name: str, version: str | None = None) -> JSONResponse:
+        async def work(_: dict[str, str]) -> tuple[int, Any]:
+            return await self.operations.unregister(name, version)
+        return await self._guarded(request, work)
+
+

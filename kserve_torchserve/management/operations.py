@@ -1,0 +1,296 @@
+"""The one place that changes what is served; every door calls it.
+
+The ``/models`` routes, the v2 repository extension (REST and gRPC) and the supervisor
+(after it restarts TorchServe) all go through ``Operations``. A change is, in order:
+checks (done by the caller: key, allow-list, names) -> fetch in a child process ->
+the start-up model-store builder (``model_store.stage``) -> register in TorchServe
+through its management REST API (so its status codes and messages are the answer)
+-> wait until its workers are READY -> ``registry.add``: served on every route at once.
+Removal runs the other way: out of the registry (new requests: 404), drain what is in
+flight (bounded by the grace period), then out of TorchServe and off the disk.
+
+Mutations are serialised by one lock. TorchServe itself starts empty: every model,
+start-up ones included, is registered here, so a restarted TorchServe gets back
+exactly what was served (versions, workers, batching, default) from ``restore()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..backend.model_admin import ModelAdmin
+from ..config.model_config import ModelSpec
+from ..errors import ManagementError, StartupError
+from ..model_store.stage import Staged, discard, stage
+from ..serving.model import TorchServeModel
+from .registry import ModelRegistry, version_key
+
+logger = logging.getLogger(__name__)
+
+Answer = tuple[int, dict[str, Any]]
+
+
+@dataclass
+class Registration:
+    """One model version as TorchServe has it registered."""
+
+    spec: ModelSpec  # the served name and version; mar_name: its model store entry
+    ts_version: str  # the version in its manifest (differs after an in-place reload)
+    url: str  # where it came from, as the describe API shows it (no credentials)
+    min_workers: int
+    max_workers: int
+    batch_size: int
+    max_batch_delay: int
+    response_timeout: int
+    model: TorchServeModel
+    staged: Staged | None = None  # files a run-time registration owns; None for start-up files
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_models: int  # model versions served at once (TS_MAX_MODELS)
+    grace_s: float  # how long a removed version may drain
+
+
+class Operations:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        admin: ModelAdmin,
+        store_root: Path,
+        limits: Limits,
+        entry_for: Callable[[ModelSpec], dict[str, Any]],
+        make_model: Callable[[ModelSpec, float, str], TorchServeModel],
+        backend_up: Callable[[], bool],
+    ) -> None:
+        self.registry = registry
+        self.admin = admin
+        self.store_root = store_root
+        self.limits = limits
+        self._entry_for = entry_for  # spec -> its TorchServe settings (config/properties.model_entry)
+        self._make_model = make_model  # (spec, response timeout, TorchServe version) -> a served version
+        self._backend_up = backend_up
+        self.registrations: dict[tuple[str, str], Registration] = {}
+        self.lock = asyncio.Lock()
+
+    # -- what the doors read ----------------------------------------------------------------
+
+    def find(self, name: str, version: str | None = None) -> Registration:
+        """The registration of a version (the default when None); ManagementError(404) as TorchServe words it."""
+        served = self.registry.models.get(name)
+        if served is None:
+            raise ManagementError(404, f"Model not found: {name}")
+        registration = self.registrations.get((name, version or served.default))
+        if registration is None:
+            raise ManagementError(404, f"Model version: {version} does not exist for model: {name}",
+                                  "ModelVersionNotFoundException")
+        return registration
+
+    # -- start-up and restarts --------------------------------------------------------------
+
+    def add_startup(self, specs: Sequence[ModelSpec]) -> list[Registration]:
+        """The models of the start-up store (already in the model store): TorchServe gets them at restore().
+
+        Of several versions of one name, the default is the one KServe's model_snapshot
+        marks, else the highest.
+        """
+        added = []
+        for spec in specs:
+            registration = self.registration(spec, spec.version, spec.mar_name)
+            self.registrations[(spec.name, spec.version)] = registration
+            self.registry.add(registration.model)
+            added.append(registration)
+        for name in {spec.name for spec in specs}:
+            versions = [s for s in specs if s.name == name]
+            marked = [s.version for s in versions if s.default]
+            self.registry.set_default(name, marked[0] if marked else max((s.version for s in versions), key=version_key))
+        return added
+
+    async def restore(self) -> None:
+        """Register every model in a freshly started TorchServe, as it was served; ready when all are."""
+        async with self.lock:
+            for registration in self.registrations.values():
+                registration.model.ready = False
+                await self._register_in_torchserve(registration)
+            for name, served in self.registry.models.items():
+                await self._set_default_in_torchserve(self.registrations[(name, served.default)])
+            for registration in self.registrations.values():
+                await self._wait_ready(registration)
+
+    # -- TorchServe -------------------------------------------------------------------------
+
+    async def _register_in_torchserve(self, r: Registration) -> None:
+        await self.admin.register(r.spec.mar_name, r.spec.name, r.ts_version, r.batch_size, r.max_batch_delay, r.min_workers,
+                                  r.max_workers, r.response_timeout)
+
+    async def _set_default_in_torchserve(self, r: Registration) -> None:
+        # Requests always name their version, so TorchServe's default only decides which
+        # version it lets us unregister last; it is kept equal to ours.
+        await self.admin.set_default(r.spec.name, r.ts_version)
+
+    async def _wait_ready(self, r: Registration) -> None:
+        await self.admin.wait_ready(r.spec.name, r.ts_version)
+        r.model.ready = True
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def _check_room(self) -> None:
+        if not self._backend_up():
+            raise ManagementError(503, "TorchServe is restarting: retry in a few seconds")
+        if len(self.registrations) >= self.limits.max_models:
+            raise ManagementError(409, f"the server already serves {len(self.registrations)} model versions, "
+                                       "its limit (TS_MAX_MODELS)")
+
+    async def add(self, source: Path, work: Path, url: str, name: str | None, version: str | None,
+                  overrides: dict[str, int | None]) -> Registration:
+        """Stage ``source`` (a fetched artifact), register it in TorchServe, serve it. Caller holds the lock.
+
+        ``overrides``: ModelSpec fields the caller set (batch_size, ...), beating the artifact's own.
+        """
+        self._check_room()
+        try:
+            staged = await asyncio.to_thread(stage, source, work, self.store_root, name, version)
+        except StartupError as exc:
+            raise ManagementError(400, str(exc)) from None
+        spec = replace(staged.spec, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        if (spec.name, spec.version) in self.registrations:
+            discard(staged)
+            raise ManagementError(409, f"Model version {spec.version} is already registered for model {spec.name}")
+        registration = self.registration(spec, staged.ts_version, url, staged)
+        await self._activate(registration)
+        self.registrations[(spec.name, spec.version)] = registration
+        self.registry.add(registration.model)
+        logger.info("serving model %s version %s from %s", spec.name, spec.version, url)
+        return registration
+
+    def registration(self, spec: ModelSpec, ts_version: str, url: str, staged: Staged | None = None,
+                     generation: int = 0) -> Registration:
+        """A registration with every setting resolved: the spec's own, else the TS_* defaults."""
+        entry = self._entry_for(spec)
+        model = self._make_model(spec, float(entry["responseTimeout"]), ts_version)
+        return Registration(spec, ts_version, url, int(entry["minWorkers"]), int(entry["maxWorkers"]),
+                            int(entry["batchSize"]), int(entry["maxBatchDelay"]), int(entry["responseTimeout"]),
+                            model, staged, generation)
+
+    async def _activate(self, r: Registration, make_default: bool = False) -> None:
+        """Into TorchServe and READY, or nothing half-registered: out of TorchServe again, files gone."""
+        try:
+            await self._register_in_torchserve(r)
+            await self._wait_ready(r)
+            if make_default or r.spec.name not in self.registry.models:
+                await self._set_default_in_torchserve(r)
+        except BaseException:
+            try:
+                await self.admin.unregister(r.spec.name, r.ts_version)
+            except ManagementError as exc:
+                logger.warning("could not unregister the failed model %s: %s", r.spec.name, exc.message)
+            if r.staged is not None:
+                discard(r.staged)
+            raise
+
+    async def unregister(self, name: str, version: str | None) -> Answer:
+        async with self.lock:
+            r = self.find(name, version)
+            served = self.registry.models[name]
+            if r.spec.version == served.default and len(served.versions) > 1:
+                raise ManagementError(403, f"Cannot remove default version for model {name}",
+                                      "InvalidModelVersionException")
+            await self.remove(r)
+        return 200, {"status": f'Model "{name}" unregistered'}
+
+    async def scale(self, name: str, version: str | None, min_workers: int, max_workers: int,
+                    synchronous: bool) -> Answer:
+        if max_workers < min_workers:
+            raise ManagementError(400, "max_worker cannot be less than min_worker.")
+        async with self.lock:
+            r = self.find(name, version)
+            status, body = await self.admin.scale(name, r.ts_version, min_workers, max_workers, synchronous)
+            r.min_workers, r.max_workers = min_workers, max_workers  # a restarted TorchServe gets these
+        if status == 200:  # TorchServe's words, with our version rather than its own
+            body = {"status": f"Workers scaled to {min_workers} for model: {name}"
+                              + (f", version: {version}" if version else "")}
+        return status, body
+
+    async def register(self, source: Path, work: Path, url: str, name: str | None, version: str | None,
+                       overrides: dict[str, int | None]) -> Answer:
+        async with self.lock:
+            r = await self.add(source, work, url, name, version, overrides)
+        return 200, {"status": f'Model "{r.spec.name}" Version: {r.spec.version} registered with '
+                               f"{r.min_workers} initial workers"}
+
+    async def load(self, name: str, source: Path, work: Path) -> None:
+        """The repository extension's load: serve ``source`` as ``name``, replacing what it served before."""
+        async with self.lock:
+            if name in self.registry.models:
+                await self.replace_all(name, source, work, str(source))
+            else:
+                await self.add(source, work, str(source), name, None, {})
+
+    async def unload(self, name: str) -> None:
+        """The repository extension's unload: every version of ``name``, the default last."""
+        async with self.lock:
+            served = self.registry.models.get(name)
+            if served is None:
+                raise ManagementError(404, f"Model not found: {name}")
+            for version in sorted(served.versions, key=lambda v: v == served.default):
+                await self.remove(self.registrations[(name, version)])
+
+    async def set_default(self, name: str, version: str) -> Answer:
+        async with self.lock:
+            r = self.find(name, version)
+            await self._set_default_in_torchserve(r)
+            self.registry.set_default(name, version)
+        return 200, {"status": f'Default version successfully updated for model "{name}" to "{version}"'}
+
+    async def replace_all(self, name: str, source: Path, work: Path, url: str) -> Registration:
+        """Serve ``source`` as model ``name`` instead of every version it has now, without a failed request.
+
+        The new files are registered beside the old ones (TorchServe cannot hold one version
+        twice, so the same version is registered there as ``<version>-r<n>``), made the
+        default once READY, and only then are the old versions taken out, drained and
+        removed. Caller holds the lock.
+        """
+        old = [r for r in self.registrations.values() if r.spec.name == name]
+        generation = max((r.generation for r in old), default=0) + 1
+        try:
+            taken = {r.ts_version for r in old}
+            staged = await asyncio.to_thread(stage, source, work, self.store_root, name, None,
+                                             lambda v: f"{v}-r{generation}" if v in taken else v)
+        except StartupError as exc:
+            raise ManagementError(400, str(exc)) from None
+        new = self.registration(staged.spec, staged.ts_version, url, staged, generation)
+        await self._activate(new, make_default=True)
+        for r in old:
+            if r.spec.version != new.spec.version:
+                self.registry.remove(name, r.spec.version)
+            del self.registrations[(name, r.spec.version)]
+        self.registrations[(name, new.spec.version)] = new
+        self.registry.add(new.model, make_default=True)  # from here on requests reach the new files
+        for r in old:
+            await self._retire(r)
+        logger.info("reloaded model %s: version %s from %s", name, new.spec.version, url)
+        return new
+
+    async def remove(self, r: Registration) -> None:
+        """Stop serving one version: out of the registry, drained, out of TorchServe, off the disk."""
+        name, version = r.spec.name, r.spec.version
+        if self.registry.find(name, version) is r.model:
+            self.registry.remove(name, version)
+        del self.registrations[(name, version)]
+        await self._retire(r)
+        logger.info("stopped serving model %s version %s", name, version)
+
+    async def _retire(self, r: Registration) -> None:
+        """A registration no request can reach any more: drain it, then out of TorchServe and off the disk."""
+        if not await r.model.drained(self.limits.grace_s):
+            logger.warning("model %s version %s still had %d requests in flight after %.0fs; unregistering",
+                           r.spec.name, r.spec.version, r.model.in_flight, self.limits.grace_s)
+        r.model.ready = False
+        await self.admin.unregister(r.spec.name, r.ts_version)
+        if r.staged is not None:
+            await asyncio.to_thread(discard, r.staged)
