@@ -252,6 +252,16 @@ def test_every_refusal_says_why_and_fetches_nothing(server: Server, web: Recordi
     assert upload.status_code == 400 and "upload" in upload.json()["message"]
 
 
+def test_workers_that_fail_to_start_leave_nothing_registered(server: Server, assets: dict[str, Path]) -> None:
+    broken = build_mar(ASSETS / "broken_handler.py", "broken", assets["local"] / "broken")
+    for _ in range(2):  # and so the same registration fails the same way again, never 409
+        status, body = register(server, url=str(broken))
+        assert status == 500 and "Failed to start workers for model broken" in body["message"], body
+        assert call(server, "GET", "/models/broken")[0] == 404
+    assert not any(p.name.startswith("broken") for p in (server.work_dir / "model-store").iterdir())
+    assert http("GET", f"{server.url}/v2/health/ready")[0] == 200
+
+
 def test_the_model_limit(server: Server) -> None:
     served = len(http("POST", f"{server.url}/v2/repository/index", raw=b"")[1])
     for version in range(served, MAX_MODELS):
@@ -271,6 +281,8 @@ def test_run_time_registrations_come_back_after_the_jvm_is_killed(server: Server
     while http("GET", f"{server.url}/v2/health/ready", timeout=5)[0] == 200:  # the death is noticed
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    status, body = register(server, url="digits.mar", model_version="6.0")
+    assert status == 503 and "restarting" in body["message"]  # no change while TorchServe is away
     deadline = time.monotonic() + 120
     while http("GET", f"{server.url}/v2/health/ready", timeout=5)[0] != 200:  # and everything is back
         assert time.monotonic() < deadline, server.log()[-3000:]
