@@ -140,7 +140,7 @@ class Server:
             settings, client, layout.root, layout.model_store, storage_dir if storage_dir.is_dir() else None, props,
             backend_up=lambda: supervisor.up, latency_logging=per_request_logging(),
         )
-        registrations = management.operations.add_startup(store.specs)
+        registrations = management.operations.add_startup(store.specs, settings.model_api.traffic)
         torch_threads = threads_per_worker(sum(r.min_workers for r in registrations))
         supervisor = Supervisor(
             process_factory=lambda: TorchServeProcess(layout, torch_threads=torch_threads,
@@ -189,6 +189,9 @@ class Server:
                 f"(min {r.min_workers}, max {r.max_workers}), batch size {r.batch_size}, "
                 f"max batch delay {r.max_batch_delay} ms, response timeout {r.response_timeout} s, device {device}"
             )
+        for name, served in sorted(management.registry.models.items()):
+            if served.split is not None:
+                lines.append(f"  model {name} traffic: {served.split.body()}")
         if not management.operations.registrations:
             lines.append("  no models yet: register them with POST /models or the v2 repository extension")
         logger.info("%s", "\n".join(lines))

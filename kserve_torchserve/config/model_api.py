@@ -12,10 +12,11 @@ only the local storage directory; ``TS_MODEL_REPOSITORY=off`` turns them off.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
@@ -34,6 +35,7 @@ class ModelApiOptions:
     allowed_urls: tuple[str, ...] = ()  # full-match regular expressions
     max_models: int = DEFAULT_MAX_MODELS
     repository: bool = True  # the v2 repository extension's load/unload
+    traffic: Mapping[str, Any] = field(default_factory=dict)  # TS_TRAFFIC_SPLIT: model name -> split
 
 
 def parse_bool(var: str, raw: str) -> bool:
@@ -99,8 +101,23 @@ def parse_model_api(
     if limit < 1:
         raise ConfigError(f"TS_MAX_MODELS={max_models!r} is invalid: expected an integer >= 1")
     repository = parse_bool("TS_MODEL_REPOSITORY", env.get("TS_MODEL_REPOSITORY", "on"))
-    return ModelApiOptions(enabled, key.strip() if key else None, allowed, limit, repository)
+    return ModelApiOptions(enabled, key.strip() if key else None, allowed, limit, repository,
+                           _traffic(env.get("TS_TRAFFIC_SPLIT", "")))
+
+
+def _traffic(raw: str) -> dict[str, Any]:
+    """TS_TRAFFIC_SPLIT: JSON, model name -> split (checked against the served versions at start-up)."""
+    if not raw.strip():
+        return {}
+    try:
+        splits = json.loads(raw)
+    except ValueError:
+        splits = None
+    if not isinstance(splits, dict) or not all(isinstance(v, dict) for v in splits.values()):
+        raise ConfigError('TS_TRAFFIC_SPLIT is invalid: expected JSON like {"digits": {"1.0": 80, "2.0": 20}}')
+    return splits
 
 
 # The variables parse_model_api reads: they configure us, never TorchServe directly.
-VARIABLES = ("TS_ENABLE_MODEL_API", "TS_MODEL_API_KEY", "TS_ALLOWED_URLS", "TS_MAX_MODELS", "TS_MODEL_REPOSITORY")
+VARIABLES = ("TS_ENABLE_MODEL_API", "TS_MODEL_API_KEY", "TS_ALLOWED_URLS", "TS_MAX_MODELS", "TS_MODEL_REPOSITORY",
+             "TS_TRAFFIC_SPLIT")

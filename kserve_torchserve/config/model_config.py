@@ -44,6 +44,7 @@ class ModelSpec:
     max_workers: int | None = None
     response_timeout: int | None = None
     default: bool = False  # the default version of its name (KServe's model_snapshot says so)
+    traffic: Any = field(default=None, compare=False)  # a traffic split from its config.json / model-config.yaml
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,13 @@ class ModelConfig:
     settings: dict[str, int] = field(default_factory=dict)  # ModelSpec field -> value
     handler: str | None = None
     yaml_file: Path | None = None  # packed into a MAR we build, for TorchServe's own use
+    traffic: Any = None  # the model's traffic split (management/traffic.py checks it), as written
 
     def merged(self, other: "ModelConfig") -> "ModelConfig":
         """``other`` wins where both say something."""
         return ModelConfig({**self.settings, **other.settings}, other.handler or self.handler,
-                           other.yaml_file or self.yaml_file)
+                           other.yaml_file or self.yaml_file,
+                           other.traffic if other.traffic is not None else self.traffic)
 
 
 def settings_from(mapping: Mapping[str, Any], where: str) -> dict[str, int]:
@@ -92,12 +95,12 @@ def read_model_config(directory: Path) -> ModelConfig:
         data = _load(yaml_path)
         handler = data.get("handler")
         config = ModelConfig(settings_from(data, str(yaml_path)), handler if isinstance(handler, str) else None,
-                             yaml_path)
+                             yaml_path, data.get("traffic"))
     json_path = directory / CONFIG_JSON
     if json_path.is_file():
         data = _load(json_path)
         handler = data.get("handler")
         if handler is not None and not isinstance(handler, str):
             raise StartupError(f"{json_path}: handler must be a name or a file, like \"image_classifier\"")
-        config = config.merged(ModelConfig(settings_from(data, str(json_path)), handler))
+        config = config.merged(ModelConfig(settings_from(data, str(json_path)), handler, traffic=data.get("traffic")))
     return config

@@ -128,6 +128,8 @@ class ManagementApi:
         return [
             ("/models", self.list_models, ["GET"]),
             ("/models", self.register, ["POST"]),
+            ("/models/{name}/traffic", self.get_traffic, ["GET"]),  # before /models/{name}/{version}
+            ("/models/{name}/traffic", self.set_traffic, ["PUT"]),
             ("/models/{name}", self.describe, ["GET"]),
             ("/models/{name}", self.scale, ["PUT"]),
             ("/models/{name}", self.unregister, ["DELETE"]),
@@ -272,6 +274,24 @@ class ManagementApi:
     async def set_default(self, request: Request, name: str, version: str) -> JSONResponse:
         async def work(_: dict[str, str]) -> tuple[int, Any]:
             return await self.operations.set_default(name, version)
+        return await self._guarded(request, work)
+
+    async def get_traffic(self, request: Request, name: str) -> JSONResponse:
+        async def work(_: dict[str, str]) -> tuple[int, Any]:
+            return self.operations.traffic(name)
+        return await self._guarded(request, work, write=False)
+
+    async def set_traffic(self, request: Request, name: str) -> JSONResponse:
+        """Body: {"weights": {"1.0": 80, "2.0": 20}, "shadow": {...}, "sticky_header": ..., "guard": {...}}."""
+        async def work(_: dict[str, str]) -> tuple[int, Any]:
+            body = await request.body()
+            if len(body) > _MAX_BODY:
+                raise ManagementError(413, f"a traffic split over {_MAX_BODY} bytes")
+            try:
+                split = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise ManagementError(400, 'the body must be JSON like {"weights": {"1.0": 80, "2.0": 20}}') from None
+            return await self.operations.set_traffic(name, split)
         return await self._guarded(request, work)
 
     async def unregister(self, request: Request, name: str, version: str | None = None) -> JSONResponse:

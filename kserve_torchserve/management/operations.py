@@ -20,7 +20,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..backend.model_admin import ModelAdmin
 from ..config.model_config import ModelSpec
@@ -28,6 +28,7 @@ from ..errors import ManagementError, StartupError
 from ..model_store.stage import Staged, discard, stage
 from ..serving.model import TorchServeModel
 from .registry import ModelRegistry, version_key
+from .traffic import Split
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class Operations:
 
     # -- start-up and restarts --------------------------------------------------------------
 
-    def add_startup(self, specs: Sequence[ModelSpec]) -> list[Registration]:
+    def add_startup(self, specs: Sequence[ModelSpec], splits: Mapping[str, Any]) -> list[Registration]:
         """The models of the start-up store (already in the model store): TorchServe gets them at restore().
 
         Of several versions of one name, the default is the one KServe's model_snapshot
@@ -109,7 +110,21 @@ class Operations:
             versions = [s for s in specs if s.name == name]
             marked = [s.version for s in versions if s.default]
             self.registry.set_default(name, marked[0] if marked else max((s.version for s in versions), key=version_key))
+        self._startup_splits(specs, splits)
         return added
+
+    def _startup_splits(self, specs: Sequence[ModelSpec], splits: Mapping[str, Any]) -> None:
+        """TS_TRAFFIC_SPLIT, else a ``traffic`` key in a model's config: StartupError naming the problem."""
+        from_configs = {s.name: s.traffic for s in specs if s.traffic is not None}
+        for name, body in {**from_configs, **splits}.items():
+            served = self.registry.models.get(name)
+            where = "TS_TRAFFIC_SPLIT" if name in splits else f"the traffic of model {name}'s config"
+            if served is None:
+                raise StartupError(f"{where} names model {name}, which is not served")
+            try:
+                served.set_split(Split.parse(body, set(served.versions)))
+            except ManagementError as exc:
+                raise StartupError(f"{where}: model {name}: {exc.message}") from None
 
     async def restore(self) -> None:
         """Register every model in a freshly started TorchServe, as it was served; ready when all are."""
@@ -162,7 +177,7 @@ class Operations:
             discard(staged)
             raise ManagementError(409, f"Model version {spec.version} is already registered for model {spec.name}")
         registration = self.registration(spec, staged.ts_version, url, staged)
-        await self._activate(registration)
+        await self.activate(registration)
         self.registrations[(spec.name, spec.version)] = registration
         self.registry.add(registration.model)
         logger.info("serving model %s version %s from %s", spec.name, spec.version, url)
@@ -177,7 +192,7 @@ class Operations:
                             int(entry["batchSize"]), int(entry["maxBatchDelay"]), int(entry["responseTimeout"]),
                             model, staged, generation)
 
-    async def _activate(self, r: Registration, make_default: bool = False) -> None:
+    async def activate(self, r: Registration, make_default: bool = False) -> None:
         """Into TorchServe and READY, or nothing half-registered: out of TorchServe again, files gone."""
         try:
             await self._register_in_torchserve(r)
@@ -200,6 +215,11 @@ class Operations:
             if r.spec.version == served.default and len(served.versions) > 1:
                 raise ManagementError(403, f"Cannot remove default version for model {name}",
                                       "InvalidModelVersionException")
+            split = served.split
+            if split is not None and len(served.versions) > 1 and (
+                    r.spec.version in split.weights or r.spec.version in split.shadow):
+                raise ManagementError(409, f"version {r.spec.version} of model {name} is in its traffic split: "
+                                           f"change the split first (PUT /models/{name}/traffic)")
             await self.remove(r)
         return 200, {"status": f'Model "{name}" unregistered'}
 
@@ -223,23 +243,6 @@ class Operations:
         return 200, {"status": f'Model "{r.spec.name}" Version: {r.spec.version} registered with '
                                f"{r.min_workers} initial workers"}
 
-    async def load(self, name: str, source: Path, work: Path) -> None:
-        """The repository extension's load: serve ``source`` as ``name``, replacing what it served before."""
-        async with self.lock:
-            if name in self.registry.models:
-                await self.replace_all(name, source, work, str(source))
-            else:
-                await self.add(source, work, str(source), name, None, {})
-
-    async def unload(self, name: str) -> None:
-        """The repository extension's unload: every version of ``name``, the default last."""
-        async with self.lock:
-            served = self.registry.models.get(name)
-            if served is None:
-                raise ManagementError(404, f"Model not found: {name}")
-            for version in sorted(served.versions, key=lambda v: v == served.default):
-                await self.remove(self.registrations[(name, version)])
-
     async def set_default(self, name: str, version: str) -> Answer:
         async with self.lock:
             r = self.find(name, version)
@@ -247,45 +250,16 @@ class Operations:
             self.registry.set_default(name, version)
         return 200, {"status": f'Default version successfully updated for model "{name}" to "{version}"'}
 
-    async def replace_all(self, name: str, source: Path, work: Path, url: str) -> Registration:
-        """Serve ``source`` as model ``name`` instead of every version it has now, without a failed request.
-
-        The new files are registered beside the old ones (TorchServe cannot hold one version
-        twice, so the same version is registered there as ``<version>-r<n>``), made the
-        default once READY, and only then are the old versions taken out, drained and
-        removed. Caller holds the lock.
-        """
-        old = [r for r in self.registrations.values() if r.spec.name == name]
-        generation = max((r.generation for r in old), default=0) + 1
-        try:
-            taken = {r.ts_version for r in old}
-            staged = await asyncio.to_thread(stage, source, work, self.store_root, name, None,
-                                             lambda v: f"{v}-r{generation}" if v in taken else v)
-        except StartupError as exc:
-            raise ManagementError(400, str(exc)) from None
-        new = self.registration(staged.spec, staged.ts_version, url, staged, generation)
-        await self._activate(new, make_default=True)
-        for r in old:
-            if r.spec.version != new.spec.version:
-                self.registry.remove(name, r.spec.version)
-            del self.registrations[(name, r.spec.version)]
-        self.registrations[(name, new.spec.version)] = new
-        self.registry.add(new.model, make_default=True)  # from here on requests reach the new files
-        for r in old:
-            await self._retire(r)
-        logger.info("reloaded model %s: version %s from %s", name, new.spec.version, url)
-        return new
-
     async def remove(self, r: Registration) -> None:
         """Stop serving one version: out of the registry, drained, out of TorchServe, off the disk."""
         name, version = r.spec.name, r.spec.version
         if self.registry.find(name, version) is r.model:
             self.registry.remove(name, version)
         del self.registrations[(name, version)]
-        await self._retire(r)
+        await self.retire(r)
         logger.info("stopped serving model %s version %s", name, version)
 
-    async def _retire(self, r: Registration) -> None:
+    async def retire(self, r: Registration) -> None:
         """A registration no request can reach any more: drain it, then out of TorchServe and off the disk."""
         if not await r.model.drained(self.limits.grace_s):
             logger.warning("model %s version %s still had %d requests in flight after %.0fs; unregistering",
@@ -294,3 +268,23 @@ class Operations:
         await self.admin.unregister(r.spec.name, r.ts_version)
         if r.staged is not None:
             await asyncio.to_thread(discard, r.staged)
+
+    async def set_traffic(self, name: str, body: Any) -> Answer:
+        """A new split for ``name``, checked whole, applied at once (and clearing a rollback)."""
+        async with self.lock:
+            self.find(name)
+            served = self.registry.models[name]
+            split = Split.parse(body, set(served.versions))
+            served.set_split(split)
+        logger.info("model %s: traffic %s", name, split.body())
+        return 200, {"status": f"Traffic split updated for model \"{name}\"", **split.body()}
+
+    def traffic(self, name: str) -> Answer:
+        """The split in force and each version's live counts."""
+        self.find(name)
+        served = self.registry.models[name]
+        body: dict[str, Any] = served.split.body() if served.split is not None else {"weights": None}
+        body["default"] = served.default
+        body["versions"] = {v: {"ready": m.ready, "in_flight": m.in_flight, **served.stats.get(v, {})}
+                            for v, m in sorted(served.versions.items())}
+        return 200, body

@@ -222,4 +222,4 @@ def _place(candidate: Candidate, store_dir: Path) -> ModelSpec:
         _link(built, store_dir / mar_name)
     return ModelSpec(name=candidate.name, version=candidate.version, mar_name=mar_name,
                      handler=Path(handler).name if handler.endswith(".py") else handler,
-                     default=candidate.default, **candidate.config.settings)
+                     default=candidate.default, traffic=candidate.config.traffic, **candidate.config.settings)

@@ -92,7 +92,8 @@ class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
             decoded = time.perf_counter()
             preprocess.observe(decoded - started)
             try:
-                response = await model.predict(infer_request)
+                # Metadata as headers: a sticky header (management/traffic.py) works over gRPC too.
+                response = await model.predict(infer_request, dict(context.invocation_metadata() or ()))
             finally:
                 predicted = time.perf_counter()
                 predict.observe(predicted - decoded)

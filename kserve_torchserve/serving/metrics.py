@@ -27,7 +27,7 @@ from collections import defaultdict
 from typing import Any, Awaitable, Callable, Iterable
 
 import httpx
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,6 +40,20 @@ logger = logging.getLogger(__name__)
 
 SCRAPE_TIMEOUT_S = 2.0
 HOSTNAME = socket.gethostname()
+
+# Per model version, enough to judge an A/B test from Prometheus alone (management/served.py
+# records them): every request a version answered, as the caller's answer ("primary") or as
+# a shadow copy, by outcome; its latency; shadow copies sent, dropped (the shadow fell behind)
+# and failed; guarded canaries rolled back.
+VERSION_REQUESTS = Counter("kserve_torchserve_version_requests", "Requests answered by a model version",
+                           ["model_name", "model_version", "traffic", "outcome"])
+VERSION_LATENCY = Histogram("kserve_torchserve_version_request_seconds", "Time a model version took to answer",
+                            ["model_name", "model_version", "traffic"],
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+SHADOW_COPIES = Counter("kserve_torchserve_shadow_copies", "Shadow copies of requests, by result",
+                        ["model_name", "model_version", "result"])
+ROLLBACKS = Counter("kserve_torchserve_canary_rollbacks", "Guarded canary versions taken out of the split",
+                    ["model_name", "model_version"])
 
 
 class RequestCounters:
