@@ -9,7 +9,6 @@ That is why an explicit TS_* value is kept apart from the default it replaces:
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,10 @@ from typing import Callable, Mapping, Sequence
 
 from ..errors import ConfigError
 from . import model_api
+from .flags import DEFAULT_STORAGE_URI, build_parser
 from .model_api import ModelApiOptions
 
-DEFAULT_STORAGE_URI = "/mnt/models"  # where KServe's storage initializer puts the model
+__all__ = ["DEFAULT_STORAGE_URI", "Settings", "TorchServeOptions", "build_parser", "load_settings", "parse_ts_env"]
 
 # Defaults from the table in KServe's PyTorch runtime documentation of environment variables.
 DEFAULT_NUMBER_OF_GPU = 0
@@ -32,6 +32,13 @@ DEFAULT_RESPONSE_TIMEOUT_S = 120
 DEFAULT_JOB_QUEUE_SIZE = 100  # TorchServe's own default for job_queue_size
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR")
+
+# KServe's controller sets these for its stock TorchServe runtime (SetTorchServeDefaults). We serve
+# every protocol at once; TorchServe's KServe envelopes must never reach it (its workers would
+# unwrap our requests as KServe bodies), so TS_SERVICE_ENVELOPE is read here, not passed through.
+PROTOCOL_VERSIONS = ("v1", "v2", "grpc-v2")
+SERVICE_ENVELOPES = ("kserve", "kservev2")
+_OURS = ("TS_SERVICE_ENVELOPE",)
 
 # TS_* variables with a meaning of their own; every other TS_FOO_BAR is passed to
 # TorchServe as key foo_bar.
@@ -101,8 +108,11 @@ class Settings:
     max_unpacked_bytes: int
     fast_path: bool
     allow_no_models: bool
+    request_per_instance: bool
     ts: TorchServeOptions = field(default_factory=TorchServeOptions)
     model_api: ModelApiOptions = field(default_factory=ModelApiOptions)
+    protocol_version: str | None = None  # PROTOCOL_VERSION as KServe set it: informative, all are served
+    service_envelope: str | None = None  # TS_SERVICE_ENVELOPE as KServe set it: accepted, never used
 
 
 def _parse_int(var: str, raw: str, minimum: int) -> int:
@@ -120,7 +130,7 @@ def parse_ts_env(env: Mapping[str, str]) -> TorchServeOptions:
     values: dict[str, object] = {}
     passthrough: dict[str, str] = {}
     for var, raw in env.items():
-        if not var.startswith("TS_") or var in model_api.VARIABLES:  # those configure us, not TorchServe
+        if not var.startswith("TS_") or var in model_api.VARIABLES or var in _OURS:  # for us, not TorchServe
             continue
         if var in _INT_VARS:
             name, minimum = _INT_VARS[var]
@@ -152,109 +162,19 @@ def parse_ts_env(env: Mapping[str, str]) -> TorchServeOptions:
     return options
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """kserve's own parser (--http_port, --grpc_port, ...) extended with ours."""
-    from kserve import model_server
-
-    parser = argparse.ArgumentParser(
-        prog="python -m kserve_torchserve",
-        description="Serve PyTorch models with TorchServe behind the KServe model server "
-        "(v1, v2 REST and v2 gRPC). TS_* environment variables configure TorchServe; "
-        "see README.md for the list.",
-        # A copy: argparse's "resolve" edits the actions it replaces, and kserve's
-        # parser must stay as it is for a second call (tests build several).
-        parents=[copy.deepcopy(model_server.parser)],
-        conflict_handler="resolve",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--model_name",
-        default=None,
-        help="Name to serve a single model under (KServe passes the InferenceService name). "
-        "Default: the name inside the model archive.",
-    )
-    parser.add_argument(
-        "--storage_uri",
-        default=None,
-        help="Where the model is: a local path, file://, s3://, gs://, http(s)://, ... "
-        f"Default: $STORAGE_URI, else {DEFAULT_STORAGE_URI} (where KServe mounts it).",
-    )
-    parser.add_argument(
-        "--work_dir",
-        type=Path,
-        default=None,
-        help="Directory for the model store, config.properties, TorchServe's logs and temp files. "
-        "Default: a new temporary directory.",
-    )
-    parser.add_argument(
-        "--startup_timeout",
-        type=_positive_float,
-        default=300.0,
-        help="Seconds TorchServe may take to become ready (ping healthy and every worker READY).",
-    )
-    parser.add_argument(
-        "--grace_period",
-        type=_positive_float,
-        default=30.0,
-        help="Seconds to let in-flight requests finish on SIGTERM, and TorchServe to stop before KILL.",
-    )
-    parser.add_argument(
-        "--max_restarts",
-        type=int,
-        default=5,
-        help="TorchServe restarts allowed within --restart_window before the server exits non-zero.",
-    )
-    parser.add_argument(
-        "--restart_window",
-        type=_positive_float,
-        default=300.0,
-        help="Seconds over which --max_restarts is counted.",
-    )
-    parser.add_argument(
-        "--health_interval",
-        type=_positive_float,
-        default=2.0,
-        help="Seconds between checks of TorchServe's worker states (model readiness).",
-    )
-    parser.add_argument(
-        "--max_unpacked_bytes",
-        type=int,
-        default=32 * 2**30,
-        help="Largest size a model archive (.tar.gz/.zip storage URI) may expand to; bigger ones are refused.",
-    )
-    parser.add_argument(
-        "--disable_fast_path",
-        action="store_true",
-        help="Route v1 :predict and v2 /infer through kserve's FastAPI endpoints, and gRPC ModelInfer through "
-        "kserve's interceptors and servicer, too, instead of the fast paths (same answers, more CPU per "
-        "request; for debugging).",
-    )
-    parser.add_argument(
-        "--allow_no_models",
-        action="store_true",
-        help="Start (and be ready) with no model in storage; models come later through POST /models or the v2 "
-        "repository extension (KServe's multi-model serving: its agent loads each TrainedModel).",
-    )
-    parser.add_argument(
-        "--enable_model_api",
-        action="store_true",
-        help="Turn on the /models writes (register, unregister, scale, set-default, traffic); also "
-        "TS_ENABLE_MODEL_API=true. They then need the key from TS_MODEL_API_KEY or --model_api_key_file.",
-    )
-    parser.add_argument(
-        "--model_api_key_file",
-        type=Path,
-        default=None,
-        help="File holding the bearer key for the /models writes (instead of TS_MODEL_API_KEY).",
-    )
-    return parser
+def _kserve_env(env: Mapping[str, str], enable_grpc: bool) -> tuple[str | None, str | None]:
+    """PROTOCOL_VERSION and TS_SERVICE_ENVELOPE, checked; ConfigError names a value KServe never sets."""
+    protocol = env.get("PROTOCOL_VERSION", "").strip().lower() or None
+    if protocol is not None and protocol not in PROTOCOL_VERSIONS:
+        raise ConfigError(f"PROTOCOL_VERSION={env['PROTOCOL_VERSION']!r} is invalid: expected one of "
+                          f"{', '.join(PROTOCOL_VERSIONS)} (all of them are served at once)")
+    if protocol == "grpc-v2" and not enable_grpc:
+        raise ConfigError("PROTOCOL_VERSION='grpc-v2' needs gRPC: drop --enable_grpc=false")
+    envelope = env.get("TS_SERVICE_ENVELOPE", "").strip().lower() or None
+    if envelope is not None and envelope not in SERVICE_ENVELOPES:
+        raise ConfigError(f"TS_SERVICE_ENVELOPE={env['TS_SERVICE_ENVELOPE']!r} is not supported: KServe's protocols "
+                          "are served natively, so TorchServe takes no envelope of yours; remove the variable")
+    return protocol, envelope
 
 
 def load_settings(
@@ -267,6 +187,7 @@ def load_settings(
     if args.max_restarts < 0:
         raise ConfigError(f"--max_restarts={args.max_restarts} is invalid: expected an integer >= 0")
     storage_uri = args.storage_uri or env.get("STORAGE_URI") or DEFAULT_STORAGE_URI
+    protocol_version, service_envelope = _kserve_env(env, args.enable_grpc)
     return Settings(
         model_name=args.model_name,
         storage_uri=storage_uri,
@@ -285,6 +206,9 @@ def load_settings(
         max_unpacked_bytes=args.max_unpacked_bytes,
         fast_path=not args.disable_fast_path,
         allow_no_models=args.allow_no_models,
+        request_per_instance=args.request_per_instance,
         ts=parse_ts_env(env),
         model_api=model_api.parse_model_api(env, storage_uri, args.enable_model_api, args.model_api_key_file),
+        protocol_version=protocol_version,
+        service_envelope=service_envelope,
     )

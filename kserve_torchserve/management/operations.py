@@ -28,7 +28,7 @@ from ..errors import ManagementError, StartupError
 from ..model_store.stage import Staged, discard, stage
 from ..serving.model import TorchServeModel
 from .registry import ModelRegistry, version_key
-from .traffic import Split
+from .traffic import Split, startup_splits
 
 logger = logging.getLogger(__name__)
 
@@ -115,16 +115,11 @@ class Operations:
 
     def _startup_splits(self, specs: Sequence[ModelSpec], splits: Mapping[str, Any]) -> None:
         """TS_TRAFFIC_SPLIT, else a ``traffic`` key in a model's config: StartupError naming the problem."""
-        from_configs = {s.name: s.traffic for s in specs if s.traffic is not None}
-        for name, body in {**from_configs, **splits}.items():
-            served = self.registry.models.get(name)
-            where = "TS_TRAFFIC_SPLIT" if name in splits else f"the traffic of model {name}'s config"
-            if served is None:
-                raise StartupError(f"{where} names model {name}, which is not served")
-            try:
-                served.set_split(Split.parse(body, set(served.versions)))
-            except ManagementError as exc:
-                raise StartupError(f"{where}: model {name}: {exc.message}") from None
+        parsed, problems = startup_splits(specs, splits)
+        if problems:
+            raise StartupError(problems[0])
+        for name, split in parsed.items():
+            self.registry.models[name].set_split(split)
 
     async def restore(self) -> None:
         """Register every model in a freshly started TorchServe, as it was served; ready when all are."""

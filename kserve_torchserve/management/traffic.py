@@ -20,7 +20,7 @@ import hashlib
 import random as _random
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ManagementError
 
@@ -166,3 +166,23 @@ def shadows(split: Split | None, answering: str, random: Random = _random.random
 
 def with_rollback(split: Split, rolled_back: RolledBack) -> Split:
     return replace(split, rolled_back=rolled_back)
+
+
+def startup_splits(specs: Sequence[Any], splits: Mapping[str, Any]) -> tuple[dict[str, Split], list[str]]:
+    """The splits start-up applies: ``TS_TRAFFIC_SPLIT`` (``splits``), else a ``traffic`` key in a model's
+    config (``spec.traffic``), checked against the versions ``specs`` serve; and one line per problem."""
+    versions: dict[str, set[str]] = {}
+    for spec in specs:
+        versions.setdefault(spec.name, set()).add(spec.version)
+    parsed: dict[str, Split] = {}
+    problems = []
+    for name, body in {**{s.name: s.traffic for s in specs if s.traffic is not None}, **splits}.items():
+        where = "TS_TRAFFIC_SPLIT" if name in splits else f"the traffic of model {name}'s config"
+        if name not in versions:
+            problems.append(f"{where} names model {name}, which is not served")
+            continue
+        try:
+            parsed[name] = Split.parse(body, versions[name])
+        except ManagementError as exc:
+            problems.append(f"{where}: model {name}: {exc.message}")
+    return parsed, problems

@@ -8,7 +8,10 @@ from collections import Counter
 import pytest
 
 from kserve_torchserve.errors import ManagementError
-from kserve_torchserve.management.traffic import RolledBack, Split, choose, shadows, sticky_point, with_rollback
+from kserve_torchserve.config.model_config import ModelSpec
+from kserve_torchserve.management.traffic import (
+    RolledBack, Split, choose, shadows, startup_splits, sticky_point, with_rollback,
+)
 
 VERSIONS = {"1.0", "2.0", "3.0"}
 
@@ -113,3 +116,19 @@ def test_the_body_shows_what_is_in_force() -> None:
     assert s.body() == {"weights": {"1.0": 90, "2.0": 10}, "shadow": {"3.0": 5}, "sticky_header": "x-user",
                         "guard": {"version": "2.0", "max_error_rate": 0.05, "min_requests": 100, "window_s": 60.0},
                         "rolled_back": None}
+
+
+@pytest.mark.parametrize("splits, expected", [
+    ({"a": {"1.0": 50, "2.0": 50}}, []),
+    ({"zzz": {"1.0": 100}}, ["TS_TRAFFIC_SPLIT names model zzz, which is not served"]),
+    ({"a": {"1.0": 50, "2.0": 40}}, ["TS_TRAFFIC_SPLIT: model a: weights sum to 90: they must sum to 100"]),
+])
+def test_traffic_splits_are_checked_as_start_up_checks_them(splits: dict[str, object], expected: list[str]) -> None:
+    specs = [ModelSpec("a", "1.0", "a.mar", "h.py"), ModelSpec("a", "2.0", "a2.mar", "h.py")]
+    assert startup_splits(specs, splits)[1] == expected
+
+
+def test_a_split_from_a_model_config_is_checked_too() -> None:
+    specs = [ModelSpec("a", "1.0", "a.mar", "h.py", traffic={"weights": {"3.0": 100}})]
+    problems = startup_splits(specs, {})[1]
+    assert len(problems) == 1 and problems[0].startswith("the traffic of model a's config: model a: weights")
