@@ -118,7 +118,8 @@ class Server:
                 user_text += path.read_text() + "\n"
         layout.create()
         ports = Ports(*free_ports(5))
-        props = effective_properties(settings.ts, ports, str(layout.model_store), user_text)
+        per_request = not settings.request_per_instance
+        props = effective_properties(settings.ts, ports, str(layout.model_store), user_text, envelope=per_request)
         user_metrics = user_metrics_file(storage_dir)
         if user_metrics is not None and "metrics_config" not in props:
             props["metrics_config"] = str(
@@ -134,17 +135,16 @@ class Server:
         client = TorchServeClient(
             f"{LOOPBACK}:{ports.grpc_inference}", f"{LOOPBACK}:{ports.grpc_management}", tokens,
             inference_url=props["inference_address"], max_request_bytes=int(props["max_request_size"]),
-            management_url=props["management_address"],
         )
         management = build_management(
             settings, client, layout.root, layout.model_store, storage_dir if storage_dir.is_dir() else None, props,
-            backend_up=lambda: supervisor.up, latency_logging=per_request_logging(),
+            backend_up=lambda: supervisor.up, latency_logging=per_request_logging(), per_request=per_request,
         )
         registrations = management.operations.add_startup(store.specs, settings.model_api.traffic)
         torch_threads = threads_per_worker(sum(r.min_workers for r in registrations))
         supervisor = Supervisor(
             process_factory=lambda: TorchServeProcess(layout, torch_threads=torch_threads,
-                                                      grace_s=settings.grace_period_s),
+                                                      grace_s=settings.grace_period_s, envelope=per_request),
             client=client,
             models=management.registry.versions,
             startup_timeout_s=settings.startup_timeout_s,
@@ -275,6 +275,8 @@ class Server:
         tasks["stop"].cancel()
         await self.supervisor.stop()
         await self.client.close()
+        if self.management is not None:
+            self.management.operations.admin.close()
         if self.rest.metrics is not None:
             await self.rest.metrics.close()
         logger.info("stopped (exit code %d)", exit_code)

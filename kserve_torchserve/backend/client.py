@@ -8,10 +8,11 @@ the HTTP/gRPC status a KServe client should see.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from typing import Any, Mapping
-from urllib.parse import quote, urlencode, urlsplit
+from typing import Any, Mapping, Sequence
+from urllib.parse import quote, urlsplit
 
 import grpc
 from google.protobuf import empty_pb2
@@ -19,9 +20,10 @@ from google.protobuf import empty_pb2
 from . import grpc_stubs, http_pool
 from .auth import KeyKind, Metadata, TokenSource, TokenUnavailable
 from ..errors import UpstreamError
+from ..model_store.handlers import framing
 from ..config.properties import LOOPBACK
 
-_TOKEN_REJECTED = "Token Authorization failed"
+TOKEN_REJECTED = "Token Authorization failed"
 _DEADLINE_MARGIN_S = 5.0
 _MAX_MESSAGE = 2**31 - 1  # size limits are TorchServe's (max_request_size) and kserve's, not the channel's
 
@@ -102,7 +104,7 @@ def map_rest_error(
 class TorchServeClient:
     def __init__(
         self, inference_target: str, management_target: str, tokens: TokenSource, inference_url: str = "",
-        max_request_bytes: int | None = None, management_url: str = "",
+        max_request_bytes: int | None = None,
     ) -> None:
         stubs = grpc_stubs.load()
         self._mpb = stubs.management_pb2
@@ -114,8 +116,6 @@ class TorchServeClient:
         self.tokens = tokens
         url = urlsplit(inference_url)
         self._rest = http_pool.Pool(url.hostname or LOOPBACK, url.port or 80)
-        url = urlsplit(management_url)
-        self._management_rest = http_pool.Pool(url.hostname or LOOPBACK, url.port or 80, max_idle=4)
         self._multipart = http_pool.Multipart()
         # TorchServe's max_request_size: a bigger request is refused here, with a clear
         # 413, rather than cut off by Netty mid-write (which reads as a dropped connection).
@@ -125,7 +125,6 @@ class TorchServeClient:
         await self._inference_channel.close()
         await self._management_channel.close()
         self._rest.close()
-        self._management_rest.close()
 
     async def _call(self, kind: KeyKind, method: Any, request: Any, timeout: float, model: str) -> Any:
         try:
@@ -135,7 +134,7 @@ class TorchServeClient:
         try:
             return await method(request, metadata=metadata, timeout=timeout)
         except grpc.aio.AioRpcError as err:
-            if not (err.code() == grpc.StatusCode.PERMISSION_DENIED and _TOKEN_REJECTED in (err.details() or "")):
+            if not (err.code() == grpc.StatusCode.PERMISSION_DENIED and TOKEN_REJECTED in (err.details() or "")):
                 raise map_rpc_error(err, model) from None
         # Rejected at TorchServe's auth interceptor, so the model never saw it: safe to retry once.
         try:
@@ -160,6 +159,11 @@ class TorchServeClient:
                 413, f"an instance for model {model} is {len(body)} bytes, over TorchServe's max_request_size of "
                 f"{self._max_request_bytes}: raise TS_MAX_REQUEST_SIZE or send smaller inputs"
             )
+        return await self._send(verb, model, version, content_type, body, response_timeout_s)
+
+    async def _send(
+        self, verb: str, model: str, version: str | None, content_type: str, body: bytes, response_timeout_s: float
+    ) -> bytes:
         path = f"/{verb}/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
         try:
             metadata: Metadata = await self.tokens.metadata("inference")
@@ -181,7 +185,7 @@ class TorchServeClient:
                 raise UpstreamError(503, f"model {model} is unavailable, retry later: {exc}") from None
             if status < 300:
                 return answer
-            if attempt == 1 and status in (400, 401, 403) and _TOKEN_REJECTED.encode() in answer:
+            if attempt == 1 and status in (400, 401, 403) and TOKEN_REJECTED.encode() in answer:
                 # Rejected at TorchServe's auth handler, so the model never saw it: safe to retry once.
                 try:
                     metadata = await self.tokens.on_rejected("inference", metadata)
@@ -191,6 +195,48 @@ class TorchServeClient:
             raise map_rest_error(status, answer, model, time.monotonic() - started, response_timeout_s,
                                  explaining=verb == "explanations")
         raise AssertionError("unreachable")
+
+    def frames(self, rows: Sequence[Mapping[str, bytes]], model: str) -> list[tuple[int, bytes]]:
+        """Rows packed into frames no bigger than TorchServe's max_request_size: (first row, frame)."""
+        limit = self._max_request_bytes or (1 << 62)
+        frames: list[tuple[int, bytes]] = []
+        start, size = 0, 8
+        for index, row in enumerate(rows):
+            row_size = 2 + sum(6 + len(name.encode("utf-8")) + len(value) for name, value in row.items())
+            if row_size + 8 > limit:
+                raise UpstreamError(
+                    413, f"instance {index}: an instance for model {model} is {row_size} bytes, over TorchServe's "
+                    f"max_request_size of {limit}: raise TS_MAX_REQUEST_SIZE or send smaller inputs")
+            if size + row_size > limit:
+                frames.append((start, framing.pack_rows(rows[start:index])))
+                start, size = index, 8
+            size += row_size
+        frames.append((start, framing.pack_rows(rows[start:])))
+        return frames
+
+    async def send_rows(
+        self, verb: str, model: str, version: str | None, rows: Sequence[Mapping[str, bytes]], response_timeout_s: float
+    ) -> list[bytes]:
+        """Every row of one client request in one TorchServe request (a few, past max_request_size), answered
+        per row by our request envelope in the worker; a row's own status fails the request naming the row."""
+        chunks = self.frames(rows, model)
+        sent = [self._send(verb, model, version, framing.CONTENT_TYPE, frame, response_timeout_s) for _, frame in chunks]
+        answers = [await sent[0]] if len(sent) == 1 else await asyncio.gather(*sent)
+        bodies: list[bytes] = []
+        for (first, _), raw in zip(chunks, answers):
+            try:
+                unpacked = framing.unpack_answers(raw)
+            except framing.FrameError:
+                raise UpstreamError(500, f"model {model} answered without our request envelope: is TorchServe's "
+                                         "service_envelope changed?") from None
+            for index, (status, phrase, body) in enumerate(unpacked, start=first):
+                if status >= 300:
+                    error = map_rest_error(status, phrase.encode() or body, model, explaining=verb == "explanations")
+                    raise UpstreamError(error.http_status, f"instance {index}: {error.message}")
+                bodies.append(body)
+        if len(bodies) != len(rows):
+            raise UpstreamError(500, f"model {model} answered {len(bodies)} rows for {len(rows)}")
+        return bodies
 
     async def predict(
         self, model: str, version: str | None, row: Mapping[str, bytes], response_timeout_s: float
@@ -219,34 +265,3 @@ class TorchServeClient:
         request = self._mpb.DescribeModelRequest(model_name=model, model_version=version or "")
         response = await self._call("management", self._management.DescribeModel, request, timeout, model)
         return json.loads(response.msg)  # type: ignore[no-any-return]
-
-    async def manage(
-        self, method: str, path: str, params: Mapping[str, str] | None = None, timeout_s: float = 600.0
-    ) -> tuple[int, dict[str, Any]]:
-        """One call to TorchServe's management REST API: (status, JSON body), as TorchServe answers.
-
-        Used for what changes TorchServe's models (register, unregister, scale, set-default),
-        so that its status codes and messages reach our management API unchanged.
-        UpstreamError(503) when TorchServe cannot be reached.
-        """
-        query = ("?" + urlencode(params)) if params else ""
-        for attempt in (1, 2):
-            try:
-                metadata: Metadata = await self.tokens.metadata("management")
-            except TokenUnavailable as exc:
-                raise UpstreamError(503, f"TorchServe is not ready to manage models: {exc}") from None
-            try:
-                status, body = await self._management_rest.request(method, path + query, b"", dict(metadata), timeout_s)
-            except http_pool.ResponseTimeout:
-                raise UpstreamError(504, f"TorchServe did not answer {method} {path} within {timeout_s:.0f}s") from None
-            except http_pool.TransportError as exc:
-                raise UpstreamError(503, f"TorchServe is unavailable, retry later: {exc}") from None
-            if attempt == 1 and status in (400, 401, 403) and _TOKEN_REJECTED.encode() in body:
-                await self.tokens.on_rejected("management", metadata)
-                continue
-            try:
-                parsed = json.loads(body) if body else {}
-            except ValueError:
-                parsed = {"message": body.decode("utf-8", "replace")[:500]}
-            return status, parsed if isinstance(parsed, dict) else {"items": parsed}
-        raise AssertionError("unreachable")

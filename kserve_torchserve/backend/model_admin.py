@@ -9,11 +9,16 @@ them; TorchServe answers 507 (its remap of 413) when workers cannot start for me
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from typing import Any
+from typing import Any, Mapping
+from urllib.parse import urlencode, urlsplit
 
+from ..config.properties import LOOPBACK
 from ..errors import ManagementError, UpstreamError
-from .client import TorchServeClient
+from . import http_pool
+from .auth import Metadata, TokenUnavailable
+from .client import TOKEN_REJECTED, TorchServeClient
 from .supervisor import workers_ready
 
 _READY_POLL_S = 0.25
@@ -26,13 +31,49 @@ def failure(status: int, body: dict[str, Any], fallback: str) -> ManagementError
 
 
 class ModelAdmin:
-    def __init__(self, client: TorchServeClient, timeout_s: float) -> None:
-        self.client = client
+    def __init__(self, client: TorchServeClient, management_url: str, timeout_s: float) -> None:
+        self.client = client  # its tokens, and describe() for readiness
+        url = urlsplit(management_url)
+        self._pool = http_pool.Pool(url.hostname or LOOPBACK, url.port or 80, max_idle=4)
         self.timeout_s = timeout_s  # for loading a model, and for its workers to become READY
+
+    def close(self) -> None:
+        self._pool.close()
+
+    async def manage(
+        self, method: str, path: str, params: Mapping[str, str] | None = None, timeout_s: float = 600.0
+    ) -> tuple[int, dict[str, Any]]:
+        """One call to TorchServe's management REST API: (status, JSON body), as TorchServe answers.
+
+        Used for what changes TorchServe's models (register, unregister, scale, set-default),
+        so that its status codes and messages reach our management API unchanged.
+        UpstreamError(503) when TorchServe cannot be reached.
+        """
+        query = ("?" + urlencode(params)) if params else ""
+        for attempt in (1, 2):
+            try:
+                metadata: Metadata = await self.client.tokens.metadata("management")
+            except TokenUnavailable as exc:
+                raise UpstreamError(503, f"TorchServe is not ready to manage models: {exc}") from None
+            try:
+                status, body = await self._pool.request(method, path + query, b"", dict(metadata), timeout_s)
+            except http_pool.ResponseTimeout:
+                raise UpstreamError(504, f"TorchServe did not answer {method} {path} within {timeout_s:.0f}s") from None
+            except http_pool.TransportError as exc:
+                raise UpstreamError(503, f"TorchServe is unavailable, retry later: {exc}") from None
+            if attempt == 1 and status in (400, 401, 403) and TOKEN_REJECTED.encode() in body:
+                await self.client.tokens.on_rejected("management", metadata)
+                continue
+            try:
+                parsed = json.loads(body) if body else {}
+            except ValueError:
+                parsed = {"message": body.decode("utf-8", "replace")[:500]}
+            return status, parsed if isinstance(parsed, dict) else {"items": parsed}
+        raise AssertionError("unreachable")
 
     async def _call(self, method: str, path: str, params: dict[str, str] | None, what: str) -> Answer:
         try:
-            status, body = await self.client.manage(method, path, params, timeout_s=self.timeout_s)
+            status, body = await self.manage(method, path, params, timeout_s=self.timeout_s)
         except UpstreamError as exc:
             raise ManagementError(exc.http_status, exc.message) from None
         if status >= 300:

@@ -68,10 +68,18 @@ class Layout:
             path.mkdir(parents=True, exist_ok=True)
 
 
+# Put first on the PYTHONPATH of TorchServe's processes: its sitecustomize makes our request
+# envelope importable where TorchServe's workers look for envelopes.
+WORKER_SITE = Path(__file__).with_name("worker_site")
+
+
 def child_env(
-    layout: Layout, base: Mapping[str, str], torch_threads: int | None = None, grace_s: float = 30.0
+    layout: Layout, base: Mapping[str, str], torch_threads: int | None = None, grace_s: float = 30.0,
+    envelope: bool = True,
 ) -> dict[str, str]:
     env = dict(base)
+    if envelope:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WORKER_SITE), env.get("PYTHONPATH", "")) if p)
     env[launcher.GRACE_ENV] = str(grace_s)  # for the launcher's own clean-up
     if torch_threads is not None and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(torch_threads)  # read by torch in every worker (see cpus.py)
@@ -91,10 +99,10 @@ def child_env(
 class TorchServeProcess:
     def __init__(
         self, layout: Layout, env: Mapping[str, str] | None = None, tail_lines: int = 60,
-        torch_threads: int | None = None, grace_s: float = 30.0,
+        torch_threads: int | None = None, grace_s: float = 30.0, envelope: bool = True,
     ) -> None:
         self.layout = layout
-        self._env = child_env(layout, os.environ if env is None else env, torch_threads, grace_s)
+        self._env = child_env(layout, os.environ if env is None else env, torch_threads, grace_s, envelope)
         self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None

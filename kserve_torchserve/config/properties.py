@@ -57,8 +57,11 @@ OWNED_KEYS = frozenset(
         "metrics_mode",
         "enable_model_api",
         "allowed_urls",
+        "service_envelope",
     }
 )
+
+ENVELOPE = "kserve_torchserve"  # model_store/handlers/rows_envelope.py, as TorchServe's workers know it
 
 # A regular expression no URL matches: TorchServe must never download anything itself.
 NO_URL = "(?!)"
@@ -133,6 +136,7 @@ def effective_properties(
     ports: Ports,
     model_store: str,
     user_text: str = "",
+    envelope: bool = True,
 ) -> dict[str, str]:
     """Every key TorchServe will see, after applying the precedence tiers.
 
@@ -165,6 +169,8 @@ def effective_properties(
             "metrics_mode": "prometheus",
         }
     )
+    if envelope:  # one TorchServe request per client request, split into rows in the worker
+        props["service_envelope"] = ENVELOPE
     return props
 
 

@@ -42,20 +42,20 @@ class Management:
 
 def build_management(
     settings: Settings, client: TorchServeClient, work_root: Path, store_root: Path, storage_dir: Path | None,
-    props: dict[str, str], backend_up: Callable[[], bool], latency_logging: bool,
+    props: dict[str, str], backend_up: Callable[[], bool], latency_logging: bool, per_request: bool = True,
 ) -> Management:
     """Everything that decides what is served, wired to one TorchServe client."""
     response_timeout = int(props["default_response_timeout"])
     max_rows = int(props["job_queue_size"])  # TorchServe's queue: a bigger request can never be queued whole
 
     def make_model(spec: ModelSpec, timeout_s: float, ts_version: str) -> TorchServeModel:
-        model = TorchServeModel(spec, client, timeout_s, max_rows, ts_version)
+        model = TorchServeModel(spec, client, timeout_s, max_rows, ts_version, per_request)
         model.enable_latency_logging = latency_logging  # kserve's per-request line with the request id: DEBUG
         return model
 
     registry = ModelRegistry()
     operations = Operations(
-        registry, ModelAdmin(client, settings.startup_timeout_s), store_root,
+        registry, ModelAdmin(client, props["management_address"], settings.startup_timeout_s), store_root,
         Limits(settings.model_api.max_models, settings.grace_period_s),
         entry_for=lambda spec: model_entry(spec, settings.ts, response_timeout),
         make_model=make_model, backend_up=backend_up,

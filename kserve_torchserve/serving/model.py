@@ -8,7 +8,7 @@ counts its requests in flight, so that unregistering it can wait for them (drain
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -33,6 +33,7 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         response_timeout_s: float,
         max_rows: int,
         ts_version: str | None = None,
+        per_request: bool = True,
     ) -> None:
         super().__init__(spec.name)
         self.spec = spec
@@ -45,6 +46,9 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         # TorchServe's job queue holds max_rows requests per model; a request with
         # more rows could never be queued whole, so it is refused up front.
         self.max_rows = max_rows
+        # One TorchServe request per client request, split into rows by our envelope in the
+        # worker (True), or one per row (False); benchmarks/README.md has the figures.
+        self.per_request = per_request
         self.ready = False
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -72,7 +76,7 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         headers: Optional[Dict[str, str]] = None,
         response_headers: Optional[Dict[str, str]] = None,
     ) -> Union[Dict[str, Any], InferResponse]:
-        predictions = await self._send_rows(self._rows(payload), self._predict_one)
+        predictions = await self._send_rows(self._rows(payload), "predictions")
         if isinstance(payload, InferRequest):
             return codec.v2_response(payload, self.name, predictions, self.version)
         return codec.v1_response(predictions)
@@ -81,13 +85,13 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         self, payload: Union[Dict[str, Any], InferRequest], headers: Optional[Dict[str, str]] = None
     ) -> Dict[str, Any]:
         """v1 :explain -> the handler's explain path, one TorchServe request per instance."""
-        return {"explanations": await self._send_rows(self._rows(payload), self._explain_one)}
+        return {"explanations": await self._send_rows(self._rows(payload), "explanations")}
 
     def _rows(self, payload: Union[Dict[str, Any], InferRequest]) -> list[codec.Row]:
         if not self.ready:
             raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
         rows = codec.v2_rows(payload) if isinstance(payload, InferRequest) else codec.v1_rows(payload)
-        if len(rows) > self.max_rows:
+        if not self.per_request and len(rows) > self.max_rows:
             raise UpstreamError(
                 413,
                 f"request has {len(rows)} instances but model {self.name} queues at most {self.max_rows}: "
@@ -95,30 +99,30 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
             )
         return rows
 
-    async def _send_rows(
-        self, rows: list[codec.Row], send: Callable[[codec.Row], Awaitable[bytes]]
-    ) -> list[Any]:
-        """Send every row at once so TorchServe's batcher can group them; keep answers in order."""
+    async def _send_rows(self, rows: list[codec.Row], verb: str) -> list[Any]:
+        """Every row to TorchServe (in one request, or one each so its batcher can group them); answers in order."""
         self.in_flight += 1
         self._idle.clear()
         try:
-            if len(rows) == 1:  # the common case: skip gather's task overhead
-                return [codec.decode_prediction(await send(rows[0]))]
-            results = await asyncio.gather(*(send(row) for row in rows), return_exceptions=True)
+            if self.per_request:
+                answers = await self.client.send_rows(verb, self.name, self.ts_version, rows, self.response_timeout_s)
+                return [codec.decode_prediction(raw) for raw in answers]
+            return await self._send_each(rows, verb)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
                 self._idle.set()
+
+    async def _send_each(self, rows: list[codec.Row], verb: str) -> list[Any]:
+        # Always the explicit version: TorchServe's own default plays no part in routing.
+        send = self.client.predict if verb == "predictions" else self.client.explain
+        if len(rows) == 1:  # the common case: skip gather's task overhead
+            return [codec.decode_prediction(await send(self.name, self.ts_version, rows[0], self.response_timeout_s))]
+        results = await asyncio.gather(*(send(self.name, self.ts_version, row, self.response_timeout_s)
+                                         for row in rows), return_exceptions=True)
         for index, result in enumerate(results):
             if isinstance(result, UpstreamError):
                 raise UpstreamError(result.http_status, f"instance {index}: {result.message}")
             if isinstance(result, BaseException):
                 raise result
         return [codec.decode_prediction(raw) for raw in results]  # type: ignore[arg-type]
-
-    async def _explain_one(self, row: codec.Row) -> bytes:
-        return await self.client.explain(self.name, self.ts_version, row, self.response_timeout_s)
-
-    async def _predict_one(self, row: codec.Row) -> bytes:
-        # Always the explicit version: TorchServe's own default plays no part in routing.
-        return await self.client.predict(self.name, self.ts_version, row, self.response_timeout_s)

@@ -61,7 +61,8 @@ def test_one_scrape_holds_kserve_and_torchserve_metrics(server: Server) -> None:
                      "HandlerTime", "torchserve_metrics_up"):
         assert expected in names, expected
     assert value(samples, "request_predict_seconds_count", model_name="custom") >= 1
-    assert value(samples, "ts_inference_requests_total", model_name="custom") >= 2
+    # TorchServe counts its own requests: one per client request, all instances together
+    assert value(samples, "ts_inference_requests_total", model_name="custom") >= 1
     assert value(samples, "ts_inference_latency_microseconds", model_name="custom") > 0
     assert value(samples, "ts_queue_latency_microseconds", model_name="custom") > 0
     assert value(samples, "PredictionTime", ModelName="custom") > 0

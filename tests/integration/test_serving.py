@@ -151,9 +151,10 @@ def test_bad_instance_is_400_naming_the_expected_form(server: Server) -> None:
     assert "expected a list of 64 numbers" in body["error"]
 
 
-def test_more_instances_than_the_queue_holds_is_413(server: Server) -> None:
+def test_more_instances_than_the_queue_holds_travel_as_one_request(server: Server) -> None:
+    """TorchServe's queue (100 jobs) holds requests: all instances of one travel as one job."""
     status, body = _v1(server, [[0] * 64] * 101)
-    assert status == 413 and "TS_JOB_QUEUE_SIZE" in body["error"]
+    assert status == 200 and len(body["predictions"]) == 101
 
 
 def test_an_instance_over_torchserves_request_size_is_413(server: Server) -> None:

@@ -32,7 +32,8 @@ def two_models() -> ModelRepository:
     """"m" (ready, queues at most 5 rows) and "starting" (not ready), both on a FakeClient."""
     registry = ModelRepository()
     for name, ready in (("m", True), ("starting", False)):
-        model = TorchServeModel(ModelSpec(name, "1.0", f"{name}.mar", "h"), FakeClient(), 10, 5)  # type: ignore[arg-type]
+        model = TorchServeModel(ModelSpec(name, "1.0", f"{name}.mar", "h"), FakeClient(), 10, 5,  # type: ignore[arg-type]
+                                per_request=False)  # one call per row: what FakeClient answers
         model.ready = ready
         registry.update(model)
     return registry

@@ -45,8 +45,10 @@ def test_defaults_match_the_runtime_description() -> None:
 def test_torchserve_starts_empty_and_never_downloads() -> None:
     """Models are registered through its management API (so a restart gets back what was served);
     its own url download matches nothing."""
-    props = render(user="load_models=all\nmodels={}\nallowed_urls=.*\nenable_model_api=false")
+    props = render(user="load_models=all\nmodels={}\nallowed_urls=.*\nenable_model_api=false\nservice_envelope=kserve")
     assert "load_models" not in props and "models" not in props
+    assert props["service_envelope"] == "kserve_torchserve"  # ours (model_store/handlers/rows_envelope.py)
+    assert "service_envelope" not in effective_properties(parse_ts_env({}), PORTS, "/store", envelope=False)
     assert props["enable_model_api"] == "true"
     assert props["allowed_urls"] == NO_URL
     import re

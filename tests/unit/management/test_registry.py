@@ -25,7 +25,8 @@ class EchoClient:
 
 
 def version(v: str, ts_version: str | None = None) -> TorchServeModel:
-    model = TorchServeModel(ModelSpec("m", v, f"m-{v}.mar", "h"), EchoClient(), 10, 10, ts_version)  # type: ignore[arg-type]
+    model = TorchServeModel(ModelSpec("m", v, f"m-{v}.mar", "h"), EchoClient(), 10, 10, ts_version,  # type: ignore[arg-type]
+                            per_request=False)
     model.ready = True
     return model
 

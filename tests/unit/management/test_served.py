@@ -36,7 +36,8 @@ class Client:
 def served(client: Client, *versions: str) -> ServedModel:
     model = ServedModel("m", random.Random(0).random)
     for v in versions:
-        version = TorchServeModel(ModelSpec("m", v, f"{v}.mar", "h"), client, 10, 10)  # type: ignore[arg-type]
+        version = TorchServeModel(ModelSpec("m", v, f"{v}.mar", "h"), client, 10, 10,  # type: ignore[arg-type]
+                                  per_request=False)
         version.ready = True
         model.versions[v] = version
     model.default = versions[0]

@@ -1,0 +1,96 @@
+"""The wire format between our process and TorchServe's workers for one client request with N rows.
+
+One TorchServe request carries all rows of a client request (``pack_rows``), and its
+answer carries one (status, phrase, body) per row (``pack_answers``); the request envelope
+(``rows_envelope.py``) unpacks the rows in the worker, so a handler sees exactly the rows it
+would see if each were a TorchServe request of its own. Plain stdlib: it runs in TorchServe's
+workers too.
+
+    rows:    b"KTR1" | u32 rows | per row: u16 fields | per field: u16 len, name, u32 len, value
+    answers: b"KTA1" | u32 rows | per row: u16 status, u16 len, phrase, u32 len, body
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Mapping, Sequence
+
+ROWS, ANSWERS = b"KTR1", b"KTA1"
+CONTENT_TYPE = "application/octet-stream"
+_U16, _U32 = struct.Struct("!H"), struct.Struct("!I")
+
+Answer = tuple[int, str, bytes]  # (status, phrase, body) of one row
+
+
+class FrameError(ValueError):
+    """Bytes that are not a well-formed frame."""
+
+
+def pack_rows(rows: Sequence[Mapping[str, bytes]]) -> bytes:
+    parts = [ROWS, _U32.pack(len(rows))]
+    for row in rows:
+        parts.append(_U16.pack(len(row)))
+        for name, value in row.items():
+            key = name.encode("utf-8")
+            parts += [_U16.pack(len(key)), key, _U32.pack(len(value)), value]
+    return b"".join(parts)
+
+
+def is_rows(body: object) -> bool:
+    return isinstance(body, (bytes, bytearray)) and body[:4] == ROWS
+
+
+class _Reader:
+    def __init__(self, data: bytes, magic: bytes) -> None:
+        if data[:4] != magic:
+            raise FrameError("not a frame of this kind")
+        self.data, self.at = memoryview(data), 4
+
+    def take(self, size: int) -> bytes:
+        end = self.at + size
+        if end > len(self.data):
+            raise FrameError("frame is cut short")
+        chunk, self.at = self.data[self.at:end].tobytes(), end
+        return chunk
+
+    def u16(self) -> int:
+        return int(_U16.unpack(self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def done(self) -> None:
+        if self.at != len(self.data):
+            raise FrameError("frame has trailing bytes")
+
+
+def unpack_rows(body: bytes) -> list[dict[str, bytes]]:
+    reader = _Reader(bytes(body), ROWS)
+    rows = []
+    for _ in range(reader.u32()):
+        row = {}
+        for _ in range(reader.u16()):
+            name = reader.take(reader.u16()).decode("utf-8")
+            row[name] = reader.take(reader.u32())
+        rows.append(row)
+    reader.done()
+    return rows
+
+
+def pack_answers(answers: Sequence[Answer]) -> bytes:
+    parts = [ANSWERS, _U32.pack(len(answers))]
+    for status, phrase, body in answers:
+        text = phrase.encode("utf-8")[:65535]
+        parts += [_U16.pack(status), _U16.pack(len(text)), text, _U32.pack(len(body)), body]
+    return b"".join(parts)
+
+
+def unpack_answers(body: bytes) -> list[Answer]:
+    reader = _Reader(body, ANSWERS)
+    answers = []
+    for _ in range(reader.u32()):
+        status = reader.u16()
+        phrase = reader.take(reader.u16()).decode("utf-8", "replace")
+        answers.append((status, phrase, reader.take(reader.u32())))
+    reader.done()
+    return answers

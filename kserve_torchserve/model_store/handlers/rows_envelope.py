@@ -1,0 +1,86 @@
+"""TorchServe request envelope ``kserve_torchserve``: all rows of a client request in one TorchServe request.
+
+TorchServe batches requests; each of ours carries the N rows of one client request
+(``framing.pack_rows``). This envelope, loaded by TorchServe's worker for every model
+(config.properties ``service_envelope``; ``backend/worker_site/sitecustomize.py`` makes it
+importable under TorchServe's envelope package), flattens the rows of every request in the
+batch, so the handler sees one row per instance, exactly as if each had been a TorchServe
+request of its own, and batches across clients as before. The context the handler gets has
+one request processor per row (same request headers, its own status), so
+``context.set_response_status(code, phrase, idx)`` still addresses one row; the answers go
+back per request as ``framing.pack_answers`` (status, phrase, body per row), bodies encoded
+as TorchServe encodes a handler's answers. A request that is not a frame (TorchServe called
+directly, describe) is one row, as without the envelope.
+
+TorchServe's own kserve envelope read ``data[0]`` only and so broke batching; this one
+keeps it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Callable
+
+from ts.context import RequestProcessor
+
+from kserve_torchserve.model_store.handlers import framing
+
+
+def _encode(value: Any) -> bytes:
+    """What TorchServe's worker sends for one answer (otf_message_handler), compact."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if type(value).__module__ == "torch" and type(value).__name__ == "Tensor":
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        return buffer.getvalue()
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+class RowsEnvelope:
+    def __init__(self, handle_fn: Callable[[list[Any], Any], Any]) -> None:
+        self._handle_fn = handle_fn
+
+    def handle(self, data: list[Any], context: Any) -> list[Any] | None:
+        if not data or not any(framing.is_rows(r.get("body") if isinstance(r, dict) else None) for r in data):
+            answered: list[Any] | None = self._handle_fn(data, context)  # nothing of ours in this batch
+            return answered
+        original, original_ids = context.request_processor, context.request_ids or {}
+        rows: list[Any] = []
+        owners: list[tuple[int, bool]] = []  # (request index, framed)
+        processors = []
+        for index, request in enumerate(data):
+            body = request.get("body") if isinstance(request, dict) else None
+            if not isinstance(body, (bytes, bytearray)) or not framing.is_rows(body):
+                rows.append(request)
+                owners.append((index, False))
+                processors.append(original[index])
+                continue
+            headers = dict(original[index].get_request_properties())
+            for row in framing.unpack_rows(bytes(body)):
+                rows.append(row)
+                owners.append((index, True))
+                processors.append(RequestProcessor(dict(headers)))
+        context.request_processor = processors
+        context.request_ids = {i: original_ids.get(owner) for i, (owner, _) in enumerate(owners)}
+        try:
+            results = self._handle_fn(rows, context)
+        finally:
+            context.request_processor, context.request_ids = original, original_ids
+        if results is None or len(results) != len(rows):
+            raise ValueError(f"the handler answered {0 if results is None else len(results)} rows for {len(rows)}")
+        answers: list[list[framing.Answer]] = [[] for _ in data]
+        plain: dict[int, Any] = {}
+        for (owner, framed), result, processor in zip(owners, results, processors):
+            if not framed:
+                plain[owner] = result
+                continue
+            status = processor.get_response_status_code() or 200
+            phrase = processor.get_response_status_phrase() or ""
+            answers[owner].append((status, phrase, _encode(result)))
+        return [plain[i] if i in plain else framing.pack_answers(answers[i]) for i in range(len(data))]

@@ -1,0 +1,73 @@
+"""The frames between our process and TorchServe's workers, and the request envelope that unpacks them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ts.context import Context, RequestProcessor
+
+from kserve_torchserve.model_store.handlers import framing
+from kserve_torchserve.model_store.handlers.rows_envelope import RowsEnvelope
+
+
+def test_rows_and_answers_round_trip() -> None:
+    rows = [{"data": b"[1,2]"}, {"input_ids": b"[101]", "attention_mask": b"[1]"}, {"data": b""}, {}]
+    assert framing.unpack_rows(framing.pack_rows(rows)) == rows
+    answers = [(200, "", b'{"a":1}'), (422, "rejected: too short", b"rejected"), (200, "", b"\x00\xff")]
+    assert framing.unpack_answers(framing.pack_answers(answers)) == answers
+
+
+@pytest.mark.parametrize("broken", [b"", b"KTR1", b"KTR1\x00\x00\x00\x02\x00\x01", b"KTA1\x00\x00\x00\x00extra",
+                                    b"XXXX\x00\x00\x00\x00"])
+def test_malformed_frames_are_refused(broken: bytes) -> None:
+    with pytest.raises(framing.FrameError):
+        framing.unpack_rows(broken) if not broken.startswith(b"KTA1") else framing.unpack_answers(broken)
+
+
+def context(requests: int) -> Context:
+    ctx = Context("m", "/tmp", {"model": {"modelVersion": "1.0"}}, 8, None, "0.12.0")
+    ctx.request_processor = [RequestProcessor({"x-request": str(i), "explain": "False"}) for i in range(requests)]
+    ctx.request_ids = {i: f"req-{i}" for i in range(requests)}
+    return ctx
+
+
+def test_the_handler_sees_one_row_per_instance_across_requests_and_answers_go_back_per_request() -> None:
+    seen: list[Any] = []
+
+    def handle(data: list[Any], ctx: Context) -> list[Any]:
+        seen.append((data, [ctx.get_request_header(i, "x-request") for i in range(len(data))],
+                     [ctx.get_request_id(i) for i in range(len(data))]))
+        for i, row in enumerate(data):
+            if row.get("data") == b"bad":
+                ctx.set_response_status(422, "rejected: bad", i)
+        return [{"got": row["data"].decode()} if isinstance(row.get("data"), bytes) else "plain" for row in data]
+
+    first = framing.pack_rows([{"data": b"a"}, {"data": b"bad"}])
+    second = framing.pack_rows([{"data": b"c"}])
+    ctx = context(3)
+    out = RowsEnvelope(handle).handle([{"body": first}, {"body": second}, {"data": [1]}], ctx)
+    rows, headers, ids = seen[0]
+    assert rows == [{"data": b"a"}, {"data": b"bad"}, {"data": b"c"}, {"data": [1]}]  # one handler call: batched
+    assert headers == ["0", "0", "1", "2"] and ids == ["req-0", "req-0", "req-1", "req-2"]
+    assert framing.unpack_answers(out[0]) == [(200, "", b'{"got":"a"}'), (422, "rejected: bad", b'{"got":"bad"}')]
+    assert framing.unpack_answers(out[1]) == [(200, "", b'{"got":"c"}')]
+    assert out[2] == "plain"  # a request that is not a frame is answered as without the envelope
+    assert [p.get_request_property("x-request") for p in ctx.request_processor] == ["0", "1", "2"]  # restored
+
+
+def test_a_batch_without_frames_passes_through() -> None:
+    calls = []
+
+    def handle(data: list[Any], ctx: Context) -> list[Any]:
+        calls.append(data)
+        return ["x"] * len(data)
+
+    assert RowsEnvelope(handle).handle([{"data": b"1"}], context(1)) == ["x"]
+    assert calls == [[{"data": b"1"}]]
+
+
+def test_a_wrong_answer_count_fails_the_batch() -> None:
+    with pytest.raises(ValueError, match="answered 1 rows for 2"):
+        RowsEnvelope(lambda data, ctx: ["one"]).handle([{"body": framing.pack_rows([{"data": b"a"}] * 2)}],
+                                                        context(1))
