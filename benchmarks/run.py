@@ -11,7 +11,13 @@ concurrency with a warm-up; W1 also with batch size 8 at concurrency 32.
 Reports req/s, p50/p99 latency, ours/TS-direct and ours/limit ratios, and CPU time
 per request of each process (ours, java, workers).
 
-  benchmarks/setup.sh && .venv/bin/python benchmarks/run.py [--quick]
+Second part (benchmarks/sweeps.py): batching on (batch 8, 5 ms) at c=16 and c=64 for W1 and
+W2 with a plain in-process kserve.Model as a fourth system; CPU per request as one instance
+grows (64 / 784 / 150,528 floats, a 200 KB base64 PNG); one 32-instance request against 32
+single-instance requests, for both request designs. Every system gets the same warm-up
+(--warmup seconds) and Java's CPU per request during it is printed, to show it settled.
+
+  benchmarks/setup.sh && .venv/bin/python benchmarks/run.py [--quick] [--only sweep,batching,sizes,many]
 Writes benchmarks/results/<date>.json, prints a table, and plots <date>.png.
 """
 
@@ -37,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
+from benchmarks.report import plot, print_part_two, print_table  # noqa: E402
 from kserve_torchserve.config.properties import parse_properties  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -226,36 +233,16 @@ def ratios(run: dict[str, Any], limit: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [k for k in report["runs"]]
-    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.5), squeeze=False)
-    for ax, name in zip(axes[0], runs):
-        for system, points in report["runs"][name]["systems"].items():
-            levels = sorted(points, key=int)  # ints in a fresh run, strings when read back from JSON
-            ax.plot([int(k) for k in levels], [points[k]["rps"] for k in levels], marker="o", label=system)
-        limit = report["limits"][name.split("-")[0]]["rps"]
-        ax.axhline(limit, color="grey", linestyle="--", label="in-process limit")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")  # W1's in-process limit is ~20x the servers' throughput
-        ax.set_xlabel("concurrency (closed loop)")
-        ax.set_ylabel("requests / s")
-        ax.set_title(name)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer levels and shorter points (a smoke run)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--plot-only", type=Path, help="redraw the plot of a results JSON and exit")
+    parser.add_argument("--only", default="sweep,batching,sizes,many",
+                        help="comma-separated parts: sweep (the concurrency sweep), batching, sizes, many")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of warm-up per system (part two)")
     args = parser.parse_args()
+    parts = set(args.only.split(","))
     if args.plot_only:
         plot(json.loads(args.plot_only.read_text()), args.plot_only.with_suffix(".png"))
         return 0
@@ -277,39 +264,41 @@ def main() -> int:
                  [32] if args.quick else [8, 32, 64], repeats),
                 ("W2", "W2", {"TS_BATCH_SIZE": "4", "TS_MAX_BATCH_DELAY": "10"},
                  [1, 4, 16] if args.quick else [1, 4, 8, 16], repeats)]
-        for name, workload, env, run_levels, rounds in plan:
-            print(f"{name}: {workload} with {env or 'defaults'}", flush=True)
-            report["runs"][name] = bench_server(name, workloads[workload], env, run_levels, seconds, work, rounds)
-        for workload in ("W1", "W2"):
-            report["limits"][workload] = in_process_limit(workload, workloads[workload]["build"],
-                                                          workloads[workload]["instance"], seconds)
-    for name, run in report["runs"].items():
-        run["ratios"] = ratios(run, report["limits"][name.split("-")[0]])
-    w1, w1b = report["runs"]["W1"]["systems"], report["runs"]["W1-batch8"]["systems"]
-    report["batching_gain_w1_c32"] = {s: round(w1b[s][32]["rps"] / w1[s][32]["rps"], 3) for s in w1 if 32 in w1b.get(s, {})}
+        if "sweep" in parts:
+            for name, workload, env, run_levels, rounds in plan:
+                print(f"{name}: {workload} with {env or 'defaults'}", flush=True)
+                report["runs"][name] = bench_server(name, workloads[workload], env, run_levels, seconds, work, rounds)
+            for workload in ("W1", "W2"):
+                report["limits"][workload] = in_process_limit(workload, workloads[workload]["build"],
+                                                              workloads[workload]["instance"], seconds)
+        from benchmarks import sweeps
+
+        warmup = 4.0 if args.quick else args.warmup
+        if "batching" in parts:
+            print("batching on, four systems", flush=True)
+            report["batching"] = sweeps.batching(workloads, work, seconds, repeats, warmup)
+        if "sizes" in parts:
+            print("instance sizes", flush=True)
+            report["sizes"] = sweeps.sizes(work, seconds, repeats, warmup)
+        if "many" in parts:
+            print("32 instances in one request", flush=True)
+            report["many"] = sweeps.many(workloads, work, seconds, repeats, warmup)
+    if "sweep" in parts:
+        for name, run in report["runs"].items():
+            run["ratios"] = ratios(run, report["limits"][name.split("-")[0]])
+        w1, w1b = report["runs"]["W1"]["systems"], report["runs"]["W1-batch8"]["systems"]
+        report["batching_gain_w1_c32"] = {s: round(w1b[s][32]["rps"] / w1[s][32]["rps"], 3)
+                                          for s in w1 if 32 in w1b.get(s, {})}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.date.today().isoformat()
+    stamp = datetime.date.today().isoformat() + ("" if parts >= {"sweep", "batching", "sizes", "many"}
+                                                 else "-" + "-".join(sorted(parts)))
     (RESULTS / f"{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
-    plot(report, RESULTS / f"{stamp}.png")
-    print_table(report)
-    print(f"wrote {RESULTS / f'{stamp}.json'} and {RESULTS / f'{stamp}.png'}")
+    if "sweep" in parts:
+        plot(report, RESULTS / f"{stamp}.png")
+        print_table(report)
+    print_part_two(report)
+    print(f"wrote {RESULTS / f'{stamp}.json'}")
     return 0
-
-
-def print_table(report: dict[str, Any]) -> None:
-    for name, run in report["runs"].items():
-        print(f"\n{name} (start-up to ready {run['startup_to_ready_s']} s)")
-        print(f"{'system':<14} {'c':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  cpu ms/req (ours/java/workers)")
-        for system, points in run["systems"].items():
-            for level in sorted(points, key=int):
-                p = points[level]
-                cpu = p["cpu_ms_per_request"]
-                print(f"{system:<14} {level:>4} {p['rps']:9.1f} {p['p50_ms']:8.2f} {p['p99_ms']:8.2f}  "
-                      f"{cpu['ours']:.2f}/{cpu['java']:.2f}/{cpu['workers']:.2f}")
-        print("ratios:", json.dumps(run["ratios"]))
-    for workload, limit in report["limits"].items():
-        print(f"in-process limit {workload}: {limit['rps']:.1f} req/s, p50 {limit['p50_ms']:.3f} ms")
-    print("batching gain W1 c=32 (batch 8 / batch 1):", json.dumps(report["batching_gain_w1_c32"]))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ class GuardWindow:
 
 
 class ServedModel(kserve.Model):  # type: ignore[misc]
-    grpc_fast_path = True  # predict() picks the version and answers: gRPC ModelInfer may call it directly
+    direct_predict = True  # predict() picks the version and answers: the fast paths may call it directly
 
     def __init__(self, name: str, random: traffic.Random = _random.random) -> None:
         # return_response_headers: kserve's Model.__call__ then hands predict a dict for
@@ -79,6 +79,7 @@ class ServedModel(kserve.Model):  # type: ignore[misc]
         self._guard: GuardWindow | None = None
         self._shadow_in_flight: collections.Counter[str] = collections.Counter()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     @property
     def ready(self) -> bool:  # kserve reads model.ready for /v2/models/{m}/ready and ModelReady
@@ -150,11 +151,22 @@ class ServedModel(kserve.Model):  # type: ignore[misc]
             raise
         finally:
             result = outcome(error)
-            VERSION_REQUESTS.labels(self.name, model.version, role, result).inc()
-            VERSION_LATENCY.labels(self.name, model.version, role).observe(time.perf_counter() - started)
+            counter, latency = self._metrics(model.version, role, result)
+            counter.inc()
+            latency.observe(time.perf_counter() - started)
             if role == "primary":
                 self.stats[model.version][result] += 1
                 self._watch(model.version, result == "5xx")
+
+    def _metrics(self, version: str, role: str, result: str) -> tuple[Any, Any]:
+        """The metric children of one (version, role, outcome): prometheus' labels() locks and builds a key."""
+        key = (version, role, result)
+        children = self._children.get(key)
+        if children is None:
+            children = (VERSION_REQUESTS.labels(self.name, version, role, result),
+                        VERSION_LATENCY.labels(self.name, version, role))
+            self._children[key] = children
+        return children
 
     def _watch(self, version: str, failed: bool) -> None:
         guard, split = self._guard, self.split

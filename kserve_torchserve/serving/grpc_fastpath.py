@@ -27,7 +27,6 @@ from typing import Any, Awaitable, Callable, cast
 
 import grpc
 from grpc import aio
-from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME
 from kserve.model_repository import ModelRepository
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -35,6 +34,8 @@ from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, Logg
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from .metrics import kserve_histograms
 
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -57,7 +58,6 @@ class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=pb.ModelInferRequest.FromString,
             response_serializer=pb.ModelInferResponse.SerializeToString,
         )
-        self._histograms: dict[str, tuple[Any, Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -73,19 +73,12 @@ class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
             functools.partial(self._exceptions.intercept_service, continuation), details
         )
 
-    def _histograms_for(self, model: str) -> tuple[Any, Any, Any]:
-        children = self._histograms.get(model)
-        if children is None:  # prometheus' labels() takes a lock and builds a key every call
-            children = tuple(h.labels(model_name=model) for h in (PRE_HIST_TIME, PREDICT_HIST_TIME, POST_HIST_TIME))
-            self._histograms[model] = children
-        return children
-
     async def model_infer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
         try:
             model = self._registry.get_model(request.model_name)
-            if not getattr(model, "grpc_fast_path", False):  # not ours (or unknown: kserve's NOT_FOUND)
+            if not getattr(model, "direct_predict", False):  # not ours (or unknown: kserve's NOT_FOUND)
                 return await self._servicer.ModelInfer(request, context)
-            preprocess, predict, postprocess = self._histograms_for(model.name)
+            preprocess, predict, postprocess = kserve_histograms(model.name)
             InferenceServicer.validate_grpc_request(request)
             started = time.perf_counter()
             infer_request = InferRequest.from_grpc(request)

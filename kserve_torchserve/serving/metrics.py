@@ -52,6 +52,22 @@ VERSION_LATENCY = Histogram("kserve_torchserve_version_request_seconds", "Time a
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 SHADOW_COPIES = Counter("kserve_torchserve_shadow_copies", "Shadow copies of requests, by result",
                         ["model_name", "model_version", "result"])
+_KSERVE_HISTOGRAMS: dict[str, tuple[Any, Any, Any]] = {}
+
+
+def kserve_histograms(model: str) -> tuple[Any, Any, Any]:
+    """kserve's per-model preprocess / predict / postprocess histograms, as its Model.__call__ records
+    them, for the fast paths that skip Model.__call__ (prometheus' labels() takes a lock and builds a
+    key on every call, so the children are kept)."""
+    children = _KSERVE_HISTOGRAMS.get(model)
+    if children is None:
+        from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME
+
+        children = tuple(h.labels(model_name=model) for h in (PRE_HIST_TIME, PREDICT_HIST_TIME, POST_HIST_TIME))
+        _KSERVE_HISTOGRAMS[model] = children
+    return children
+
+
 ROLLBACKS = Counter("kserve_torchserve_canary_rollbacks", "Guarded canary versions taken out of the split",
                     ["model_name", "model_version"])
 

@@ -24,7 +24,7 @@ VERSION_HEADER = "x-model-version"
 
 
 class TorchServeModel(kserve.Model):  # type: ignore[misc]
-    grpc_fast_path = True  # predict() is the whole answer: gRPC ModelInfer may call it directly
+    direct_predict = True  # predict() is the whole answer: the fast paths may call it without Model.__call__
 
     def __init__(
         self,

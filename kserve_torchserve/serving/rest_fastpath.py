@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from typing import Any, Awaitable, Callable, MutableMapping
 
 import orjson
@@ -33,6 +34,7 @@ from kserve.errors import ModelNotReady
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from .metrics import kserve_histograms
 from .model import VERSION_HEADER
 
 Scope = MutableMapping[str, Any]
@@ -42,6 +44,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
+_trace = logging.getLogger("kserve.trace")  # kserve's own trace logger (kserve/logging.py)
 
 _V1_PREFIX, _V1_SUFFIX = "/v1/models/", ":predict"
 _V2_PREFIX, _V2_SUFFIX = "/v2/models/", "/infer"
@@ -184,7 +187,11 @@ class FastPath:
                 request, headers, protocol_version=PredictorProtocol.REST_V2.value, model_name=name
             )
             attributes = {}
-        response, response_headers = await self.dataplane.infer(model_name=name, request=decoded, headers=headers)
+        model = self.dataplane.model_registry.get_model(name)
+        if getattr(model, "direct_predict", False):
+            response, response_headers = await self._predict(model, decoded, headers)
+        else:
+            response, response_headers = await self.dataplane.infer(model_name=name, request=decoded, headers=headers)
         response, extra = self.dataplane.encode(
             model_name=name, response=response, headers=headers, req_attributes=attributes
         )
@@ -200,6 +207,26 @@ class FastPath:
             # serializes with jsonable_encoder: the same as this dump.
             response = InferenceResponse.model_validate(response).model_dump(mode="json", by_alias=True)
         await send_json(send, 200, response, response_headers)
+
+    @staticmethod
+    async def _predict(model: Any, payload: Any, headers: dict[str, str]) -> tuple[Any, dict[str, str]]:
+        """What DataPlane.infer -> Model.__call__ amount to for a model whose predict() is the whole answer
+        (identity pre/postprocess, no validation), with kserve's histograms: three histograms, three
+        inspect checks and six clock reads less per request (py-spy: 6% of our CPU)."""
+        preprocess, predict, postprocess = kserve_histograms(model.name)
+        preprocess.observe(0.0)  # nothing to preprocess: kserve would time an identity call
+        response_headers: dict[str, str] = {}
+        started = time.perf_counter()
+        try:
+            response = await model.predict(payload, headers, response_headers)
+        finally:
+            took = time.perf_counter() - started
+            predict.observe(took)
+        postprocess.observe(0.0)
+        if getattr(model, "enable_latency_logging", False):  # kserve's per-request line: TS_LOG_LEVEL=DEBUG
+            _trace.info("requestId: %s, preprocess_ms: 0, explain_ms: 0, predict_ms: %.3f, postprocess_ms: 0",
+                        headers.get("x-request-id", "N.A."), 1000 * took)
+        return response, response_headers
 
     async def _error(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
         """kserve's answer for ``exc``: the handler its app has for the nearest exception class."""
