@@ -122,6 +122,7 @@ def batching(workloads: dict[str, dict[str, Any]], work: Path, seconds: float, r
     report: dict[str, Any] = {}
     for name in ("W1", "W2"):
         workload = workloads[name]
+        (work / f"batching-{name}").mkdir()
         server = Server(workload["storage"], work / f"batching-{name}", model_name=workload["model"], env=BATCH_ENV)
         inprocess = InProcessServer(name, workload["build"] / "model.pt")
         try:
@@ -159,6 +160,7 @@ def _size_payloads() -> dict[str, tuple[Any, bytes, str]]:
 
 def sizes(work: Path, seconds: float, repeats: int, warmup_s: float) -> dict[str, Any]:
     store = work / "size-store"
+    (work / "sizes").mkdir()
     build_mar(ROOT / "benchmarks" / "assets" / "size_handler.py", "size", store)
     server = Server(store, work / "sizes", model_name="size", env={"TS_MAX_REQUEST_SIZE": "33554432",
                                                                   "TS_MAX_RESPONSE_SIZE": "33554432"})
@@ -193,7 +195,9 @@ def many(workloads: dict[str, dict[str, Any]], work: Path, seconds: float, repea
     thirty_two = json.dumps({"instances": rows}).encode()
     report: dict[str, Any] = {}
     for design, args in (("per client request (envelope)", []), ("per instance", ["--request_per_instance"])):
-        server = Server(workload["storage"], work / f"many-{len(report)}", model_name="digits", env=BATCH_ENV, args=args)
+        (work / f"many-{len(report)}").mkdir()
+        server = Server(workload["storage"], work / f"many-{len(report)}", model_name="digits", env=BATCH_ENV,
+                        args=args)
         try:
             server.wait_ready(timeout=300)
             procs = Processes(server)

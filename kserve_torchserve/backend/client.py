@@ -9,6 +9,7 @@ the HTTP/gRPC status a KServe client should see.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any, Mapping, Sequence
@@ -64,6 +65,8 @@ def map_rest_error(
 ) -> UpstreamError:
     """TorchServe's REST status and body -> the error our clients get, with what to do."""
     message = _rest_message(body)
+    if status == 400 and body.startswith(b'{"code":400,"type":"InvalidInput"'):
+        return UpstreamError(400, message)  # our envelope refused the client's body: its words, as kserve's
     if message == "Prediction failed":
         # TorchServe's answer (with 503) when the handler raised: a bug in the handler, not overload.
         if explaining:
@@ -100,6 +103,12 @@ def map_rest_error(
         return UpstreamError(status, f"model {model}: {message or status}")
     return UpstreamError(500, f"model {model} answered with unexpected HTTP status {status}: {message}")
 
+
+
+@functools.lru_cache(maxsize=1024)
+def _path(verb: str, model: str, version: str | None) -> str:
+    """TorchServe's URL path for a model: cached, since quoting showed up in profiles of small requests."""
+    return f"/{verb}/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
 
 class TorchServeClient:
     def __init__(
@@ -164,7 +173,7 @@ class TorchServeClient:
     async def _send(
         self, verb: str, model: str, version: str | None, content_type: str, body: bytes, response_timeout_s: float
     ) -> bytes:
-        path = f"/{verb}/{quote(model, safe='')}" + (f"/{quote(version, safe='')}" if version else "")
+        path = _path(verb, model, version)
         try:
             metadata: Metadata = await self.tokens.metadata("inference")
         except TokenUnavailable as exc:
@@ -222,21 +231,36 @@ class TorchServeClient:
         chunks = self.frames(rows, model)
         sent = [self._send(verb, model, version, framing.CONTENT_TYPE, frame, response_timeout_s) for _, frame in chunks]
         answers = [await sent[0]] if len(sent) == 1 else await asyncio.gather(*sent)
-        bodies: list[bytes] = []
-        for (first, _), raw in zip(chunks, answers):
-            try:
-                unpacked = framing.unpack_answers(raw)
-            except framing.FrameError:
-                raise UpstreamError(500, f"model {model} answered without our request envelope: is TorchServe's "
-                                         "service_envelope changed?") from None
-            for index, (status, phrase, body) in enumerate(unpacked, start=first):
-                if status >= 300:
-                    error = map_rest_error(status, phrase.encode() or body, model, explaining=verb == "explanations")
-                    raise UpstreamError(error.http_status, f"instance {index}: {error.message}")
-                bodies.append(body)
+        bodies = [body for (first, _), raw in zip(chunks, answers) for body, _ in self._rows(raw, first, model, verb)]
         if len(bodies) != len(rows):
             raise UpstreamError(500, f"model {model} answered {len(bodies)} rows for {len(rows)}")
         return bodies
+
+    def fits(self, size: int) -> bool:
+        """Whether a body of ``size`` bytes fits TorchServe's max_request_size in one frame."""
+        return self._max_request_bytes is None or size + 4 <= self._max_request_bytes
+
+    async def send_v1(self, verb: str, model: str, version: str | None, body: bytes,
+                      response_timeout_s: float) -> list[tuple[bytes, bool]]:
+        """A v1 body as the client sent it, unparsed (our envelope makes the rows in the worker):
+        each row's answer and whether it is JSON. A body the client got wrong is a 400 with the worker's words."""
+        raw = await self._send(verb, model, version, framing.CONTENT_TYPE, framing.pack_v1(body), response_timeout_s)
+        return self._rows(raw, 0, model, verb)
+
+    @staticmethod
+    def _rows(raw: bytes, first: int, model: str, verb: str) -> list[tuple[bytes, bool]]:
+        try:
+            unpacked = framing.unpack_answers(raw)
+        except framing.FrameError:
+            raise UpstreamError(500, f"model {model} answered without our request envelope: is TorchServe's "
+                                     "service_envelope changed?") from None
+        out = []
+        for index, (status, phrase, body, is_json) in enumerate(unpacked, start=first):
+            if status >= 300:
+                error = map_rest_error(status, phrase.encode() or body, model, explaining=verb == "explanations")
+                raise UpstreamError(error.http_status, f"instance {index}: {error.message}")
+            out.append((body, is_json))
+        return out
 
     async def predict(
         self, model: str, version: str | None, row: Mapping[str, bytes], response_timeout_s: float

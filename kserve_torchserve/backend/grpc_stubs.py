@@ -46,8 +46,11 @@ def _cache_root() -> Path:
 
 
 def _cache_key(jar: Path) -> str:
-    stat = jar.stat()
-    return hashlib.sha256(f"{jar}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    # TorchServe's version and the jar's size, not its mtime: image layers keep whole seconds
+    # only, so an mtime key would miss stubs compiled into an image after a push and pull.
+    import ts.version
+
+    return hashlib.sha256(f"{jar}:{ts.version.__version__}:{jar.stat().st_size}".encode()).hexdigest()[:16]
 
 
 def _compile(jar: Path, out: Path) -> None:
@@ -98,7 +101,7 @@ def load() -> Stubs:
     if not (out / _PACKAGE / "inference_pb2_grpc.py").is_file():
         try:
             _compile(jar, out)
-        except PermissionError:
+        except OSError:  # not writable: a read-only root filesystem (EROFS), or another user's home
             out = Path(tempfile.gettempdir()) / "kserve_torchserve_protos" / _cache_key(jar)
             if not (out / _PACKAGE / "inference_pb2_grpc.py").is_file():
                 _compile(jar, out)

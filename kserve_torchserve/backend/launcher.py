@@ -22,6 +22,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 GRACE_ENV = "KSERVE_TORCHSERVE_STOP_GRACE"
+PARENT_ENV = "KSERVE_TORCHSERVE_PARENT_PID"  # the server that started us
 
 
 def _others_alive(pgid: int) -> bool:
@@ -53,7 +54,11 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, _stop_group)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    # The parent died before prctl took effect: we were re-parented. Compared with the pid the
+    # server gave us, not with 1, because the server may be PID 1 itself (a container without
+    # an init) or under a subreaper.
+    expected = os.environ.get(PARENT_ENV)
+    if (expected is not None and os.getppid() != int(expected)) or (expected is None and os.getppid() == 1):
         return
     from ts.model_server import start
 

@@ -124,6 +124,14 @@ class ServedModel(kserve.Model):  # type: ignore[misc]
         self._copy_to_shadows(model.version, payload)
         return await self._answer(model, model.predict(payload, headers))  # type: ignore[no-any-return]
 
+    async def predict_v1_bytes(self, body: bytes, headers: Dict[str, str], response_headers: Dict[str, str]) -> bytes:
+        """predict() for a v1 body nobody parsed (the REST fast path): the version by headers alone."""
+        model = self.choose(headers)
+        response_headers[VERSION_HEADER] = model.version
+        self._copy_to_shadows(model.version, body)
+        answer: bytes = await self._answer(model, model.predict_v1_bytes(body))
+        return answer
+
     async def explain(
         self, payload: Union[Dict[str, Any], InferRequest], headers: Optional[Dict[str, str]] = None
     ) -> Dict[str, Any]:
@@ -198,7 +206,8 @@ class ServedModel(kserve.Model):  # type: ignore[misc]
 
     async def _shadow(self, model: TorchServeModel, payload: Any) -> None:
         try:
-            await self._answer(model, model.predict(payload), role="shadow")
+            copy = model.predict_v1_bytes(payload) if isinstance(payload, bytes) else model.predict(payload)
+            await self._answer(model, copy, role="shadow")
         except Exception as exc:  # its answer is discarded; its failure is counted, never raised
             SHADOW_COPIES.labels(self.name, model.version, "failed").inc()
             self.stats[model.version]["shadow failed"] += 1

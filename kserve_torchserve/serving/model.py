@@ -81,6 +81,30 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
             return codec.v2_response(payload, self.name, predictions, self.version)
         return codec.v1_response(predictions)
 
+    async def predict_v1_bytes(
+        self, body: bytes, headers: Optional[Dict[str, str]] = None, response_headers: Optional[Dict[str, str]] = None
+    ) -> bytes:
+        """A v1 request as the client sent it -> the v1 answer's body, neither parsed here.
+
+        Our envelope makes the rows in the worker and answers each as JSON, which is spliced
+        into ``{"predictions": [...]}``: this process's work does not grow with the instances.
+        A body over TorchServe's max_request_size is parsed and split across requests instead.
+        """
+        if not self.ready:
+            raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
+        if not self.per_request or not self.client.fits(len(body)):
+            return codec.to_json(await self.predict(codec.parse_v1(body)))
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            answers = await self.client.send_v1("predictions", self.name, self.ts_version, body,
+                                                self.response_timeout_s)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+        return codec.v1_answer(answers)
+
     async def explain(
         self, payload: Union[Dict[str, Any], InferRequest], headers: Optional[Dict[str, str]] = None
     ) -> Dict[str, Any]:

@@ -1,13 +1,16 @@
 """The wire format between our process and TorchServe's workers for one client request with N rows.
 
-One TorchServe request carries all rows of a client request (``pack_rows``), and its
-answer carries one (status, phrase, body) per row (``pack_answers``); the request envelope
-(``rows_envelope.py``) unpacks the rows in the worker, so a handler sees exactly the rows it
-would see if each were a TorchServe request of its own. Plain stdlib: it runs in TorchServe's
-workers too.
+One TorchServe request carries all rows of a client request: as rows (``pack_rows``, v2
+and gRPC, whose tensors we decode), or as the v1 body exactly as the client sent it
+(``pack_v1``: nothing parsed in our process, the worker makes the rows with rows.py). Its
+answer carries one (status, phrase, body, JSON or not) per row (``pack_answers``). The request
+envelope (``rows_envelope.py``) unpacks them in the worker, so a handler sees exactly the rows
+it would see if each were a TorchServe request of its own. Plain stdlib: it runs in
+TorchServe's workers too.
 
     rows:    b"KTR1" | u32 rows | per row: u16 fields | per field: u16 len, name, u32 len, value
-    answers: b"KTA1" | u32 rows | per row: u16 status, u16 len, phrase, u32 len, body
+    v1:      b"KTV1" | the client's JSON body
+    answers: b"KTA1" | u32 rows | per row: u16 status, u8 json, u16 len, phrase, u32 len, body
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from __future__ import annotations
 import struct
 from typing import Mapping, Sequence
 
-ROWS, ANSWERS = b"KTR1", b"KTA1"
+ROWS, V1, ANSWERS = b"KTR1", b"KTV1", b"KTA1"
 CONTENT_TYPE = "application/octet-stream"
 _U16, _U32 = struct.Struct("!H"), struct.Struct("!I")
 
-Answer = tuple[int, str, bytes]  # (status, phrase, body) of one row
+Answer = tuple[int, str, bytes, bool]  # (status, phrase, body, body is JSON) of one row
 
 
 class FrameError(ValueError):
@@ -37,7 +40,11 @@ def pack_rows(rows: Sequence[Mapping[str, bytes]]) -> bytes:
 
 
 def is_rows(body: object) -> bool:
-    return isinstance(body, (bytes, bytearray)) and body[:4] == ROWS
+    return isinstance(body, (bytes, bytearray)) and body[:4] in (ROWS, V1)
+
+
+def pack_v1(body: bytes) -> bytes:
+    return V1 + body
 
 
 class _Reader:
@@ -79,9 +86,10 @@ def unpack_rows(body: bytes) -> list[dict[str, bytes]]:
 
 def pack_answers(answers: Sequence[Answer]) -> bytes:
     parts = [ANSWERS, _U32.pack(len(answers))]
-    for status, phrase, body in answers:
+    for status, phrase, body, is_json in answers:
         text = phrase.encode("utf-8")[:65535]
-        parts += [_U16.pack(status), _U16.pack(len(text)), text, _U32.pack(len(body)), body]
+        parts += [_U16.pack(status), b"\x01" if is_json else b"\x00", _U16.pack(len(text)), text,
+                  _U32.pack(len(body)), body]
     return b"".join(parts)
 
 
@@ -90,7 +98,8 @@ def unpack_answers(body: bytes) -> list[Answer]:
     answers = []
     for _ in range(reader.u32()):
         status = reader.u16()
+        is_json = reader.take(1) == b"\x01"
         phrase = reader.take(reader.u16()).decode("utf-8", "replace")
-        answers.append((status, phrase, reader.take(reader.u32())))
+        answers.append((status, phrase, reader.take(reader.u32()), is_json))
     reader.done()
     return answers

@@ -19,27 +19,33 @@ keeps it.
 from __future__ import annotations
 
 import io
-import json
 from typing import Any, Callable
 
 from ts.context import RequestProcessor
 
-from kserve_torchserve.model_store.handlers import framing
+from kserve_torchserve.model_store.handlers import framing, rows
 
 
-def _encode(value: Any) -> bytes:
-    """What TorchServe's worker sends for one answer (otf_message_handler), compact."""
+def _encode(value: Any) -> tuple[bytes, bool]:
+    """What TorchServe's worker sends for one answer (otf_message_handler), compact; and whether it is
+    JSON we wrote (our process may then splice it into a v1 answer without parsing it)."""
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
+        return bytes(value), False
     if isinstance(value, str):
-        return value.encode("utf-8")
+        return value.encode("utf-8"), False
     if type(value).__module__ == "torch" and type(value).__name__ == "Tensor":
         import torch
 
         buffer = io.BytesIO()
         torch.save(value, buffer)
-        return buffer.getvalue()
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+        return buffer.getvalue(), False
+    return rows.to_json(value), True
+
+
+def _unpack(body: bytes) -> list[dict[str, bytes]]:
+    if body[:4] == framing.V1:
+        return rows.v1_rows(body[4:])
+    return framing.unpack_rows(body)
 
 
 class RowsEnvelope:
@@ -51,29 +57,36 @@ class RowsEnvelope:
             answered: list[Any] | None = self._handle_fn(data, context)  # nothing of ours in this batch
             return answered
         original, original_ids = context.request_processor, context.request_ids or {}
-        rows: list[Any] = []
+        flat: list[Any] = []
         owners: list[tuple[int, bool]] = []  # (request index, framed)
+        refused: dict[int, bytes] = {}
         processors = []
         for index, request in enumerate(data):
             body = request.get("body") if isinstance(request, dict) else None
             if not isinstance(body, (bytes, bytearray)) or not framing.is_rows(body):
-                rows.append(request)
+                flat.append(request)
                 owners.append((index, False))
                 processors.append(original[index])
                 continue
             headers = dict(original[index].get_request_properties())
-            for row in framing.unpack_rows(bytes(body)):
-                rows.append(row)
+            try:
+                unpacked = _unpack(bytes(body))
+            except rows.RowError as exc:  # a v1 body a client got wrong: its request alone answers 400
+                original[index].report_status(400, reason_phrase="InvalidInput")
+                refused[index] = rows.to_json({"code": 400, "type": "InvalidInput", "message": str(exc)})
+                continue
+            for row in unpacked:
+                flat.append(row)
                 owners.append((index, True))
                 processors.append(RequestProcessor(dict(headers)))
         context.request_processor = processors
         context.request_ids = {i: original_ids.get(owner) for i, (owner, _) in enumerate(owners)}
         try:
-            results = self._handle_fn(rows, context)
+            results = self._handle_fn(flat, context) if flat else []
         finally:
             context.request_processor, context.request_ids = original, original_ids
-        if results is None or len(results) != len(rows):
-            raise ValueError(f"the handler answered {0 if results is None else len(results)} rows for {len(rows)}")
+        if results is None or len(results) != len(flat):
+            raise ValueError(f"the handler answered {0 if results is None else len(results)} rows for {len(flat)}")
         answers: list[list[framing.Answer]] = [[] for _ in data]
         plain: dict[int, Any] = {}
         for (owner, framed), result, processor in zip(owners, results, processors):
@@ -82,5 +95,6 @@ class RowsEnvelope:
                 continue
             status = processor.get_response_status_code() or 200
             phrase = processor.get_response_status_phrase() or ""
-            answers[owner].append((status, phrase, _encode(result)))
-        return [plain[i] if i in plain else framing.pack_answers(answers[i]) for i in range(len(data))]
+            answers[owner].append((status, phrase, *_encode(result)))
+        return [plain[i] if i in plain else refused[i] if i in refused else framing.pack_answers(answers[i])
+                for i in range(len(data))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from kserve_torchserve.model_store.handlers.rows_envelope import RowsEnvelope
 def test_rows_and_answers_round_trip() -> None:
     rows = [{"data": b"[1,2]"}, {"input_ids": b"[101]", "attention_mask": b"[1]"}, {"data": b""}, {}]
     assert framing.unpack_rows(framing.pack_rows(rows)) == rows
-    answers = [(200, "", b'{"a":1}'), (422, "rejected: too short", b"rejected"), (200, "", b"\x00\xff")]
+    answers = [(200, "", b'{"a":1}', True), (422, "rejected: too short", b"rejected", False),
+               (200, "", b"\x00\xff", False)]
     assert framing.unpack_answers(framing.pack_answers(answers)) == answers
 
 
@@ -50,8 +52,9 @@ def test_the_handler_sees_one_row_per_instance_across_requests_and_answers_go_ba
     rows, headers, ids = seen[0]
     assert rows == [{"data": b"a"}, {"data": b"bad"}, {"data": b"c"}, {"data": [1]}]  # one handler call: batched
     assert headers == ["0", "0", "1", "2"] and ids == ["req-0", "req-0", "req-1", "req-2"]
-    assert framing.unpack_answers(out[0]) == [(200, "", b'{"got":"a"}'), (422, "rejected: bad", b'{"got":"bad"}')]
-    assert framing.unpack_answers(out[1]) == [(200, "", b'{"got":"c"}')]
+    assert framing.unpack_answers(out[0]) == [(200, "", b'{"got":"a"}', True),
+                                              (422, "rejected: bad", b'{"got":"bad"}', True)]
+    assert framing.unpack_answers(out[1]) == [(200, "", b'{"got":"c"}', True)]
     assert out[2] == "plain"  # a request that is not a frame is answered as without the envelope
     assert [p.get_request_property("x-request") for p in ctx.request_processor] == ["0", "1", "2"]  # restored
 
@@ -71,3 +74,38 @@ def test_a_wrong_answer_count_fails_the_batch() -> None:
     with pytest.raises(ValueError, match="answered 1 rows for 2"):
         RowsEnvelope(lambda data, ctx: ["one"]).handle([{"body": framing.pack_rows([{"data": b"a"}] * 2)}],
                                                         context(1))
+
+
+def test_a_v1_body_becomes_rows_in_the_worker_as_our_codec_makes_them() -> None:
+    from kserve_torchserve.serving import codec
+
+    body = b'{"instances": [[1, 2.5], "text", {"b64": "AAE="}, {"input_ids": [1], "mask": [1]}]}'
+    seen: list[Any] = []
+
+    def handle(data: list[Any], ctx: Context) -> list[Any]:
+        seen.extend(data)
+        return [b"raw", "text", {"n": 1}, [1, 2]]
+
+    out = RowsEnvelope(handle).handle([{"body": framing.pack_v1(body)}], context(1))
+    assert seen == codec.v1_rows(body)  # the same rows our process would have sent
+    answers = framing.unpack_answers(out[0])
+    assert answers == [(200, "", b"raw", False), (200, "", b"text", False), (200, "", b'{"n":1}', True),
+                       (200, "", b"[1,2]", True)]
+    assert codec.v1_answer([(b, j) for _, _, b, j in answers]) == b'{"predictions":["raw","text",{"n":1},[1,2]]}'
+    spliced = [(b'{"n":1}', True), (b"[1,2]", True)]
+    assert codec.v1_answer(spliced) == b'{"predictions":[{"n":1},[1,2]]}'
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"{not json", "Unrecognized request format: "),
+    (b'{"instance": [1]}', 'v1 request needs "instances"'),
+    (b'{"instances": []}', '"instances" is empty'),
+])
+def test_a_bad_v1_body_is_refused_alone_with_a_400(body: bytes, message: str) -> None:
+    ctx = context(2)
+    out = RowsEnvelope(lambda data, c: ["ok"] * len(data)).handle(
+        [{"body": framing.pack_v1(body)}, {"body": framing.pack_v1(b'{"instances": [1]}')}], ctx)
+    refused = json.loads(out[0])
+    assert refused["code"] == 400 and refused["type"] == "InvalidInput" and message in refused["message"]
+    assert ctx.request_processor[0].get_response_status_code() == 400
+    assert framing.unpack_answers(out[1]) == [(200, "", b"ok", False)]  # the other request is answered
