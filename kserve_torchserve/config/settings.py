@@ -186,6 +186,11 @@ def load_settings(
     args = parser_factory().parse_args(argv)
     if args.max_restarts < 0:
         raise ConfigError(f"--max_restarts={args.max_restarts} is invalid: expected an integer >= 0")
+    if args.workers != 1:
+        # kserve's flag would fork REST processes, but what is served (run-time registrations, A/B
+        # splits, the canary guard) lives in one process, and TorchServe already uses the cores.
+        raise ConfigError(f"--workers={args.workers} is not supported: this server runs one front process "
+                          "next to TorchServe; scale with TS_DEFAULT_WORKERS_PER_MODEL or more replicas")
     storage_uri = args.storage_uri or env.get("STORAGE_URI") or DEFAULT_STORAGE_URI
     protocol_version, service_envelope = _kserve_env(env, args.enable_grpc)
     return Settings(

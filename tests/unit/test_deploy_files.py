@@ -415,10 +415,12 @@ def test_config_document_is_accepted_by_kserve(doc: Document, version: str, kser
 
 def test_runtimes_keep_clear_of_kserves_own() -> None:
     for doc in CONFIG_RUNTIMES:
-        # That name (or this annotation) makes KServe treat the runtime as its TorchServe image.
+        # That name is KServe's own runtime: applying ours under it would replace KServe's.
         assert doc.name != "kserve-torchserve"
-        assert "serving.kserve.io/server-type" not in doc.body["metadata"].get("annotations", {})
-        assert not doc.body["spec"].get("multiModel"), "multiModel: true hands the runtime to ModelMesh"
+        # KServe's controller applies its TorchServe defaults (PROTOCOL_VERSION, the -gpu image tag).
+        assert doc.body["metadata"]["annotations"]["serving.kserve.io/server-type"] == "torchserve"
+        # Only the TrainedModel runtime is multi-model, so it is never picked for a storageUri.
+        assert bool(doc.body["spec"].get("multiModel")) == doc.name.endswith("-mms")
         for other in known_runtimes():
             assert priority_clash(doc.body, other) is None
 
@@ -427,7 +429,10 @@ def test_runtimes_keep_clear_of_kserves_own() -> None:
 def test_runtime_container_runs_our_server_read_only(doc: Document) -> None:
     container = server_container(doc.body)
     env = literal_env(container)
-    settings = load_settings([arg.replace("{{.Name}}", "isvc") for arg in container["args"]], env=env)
+    # What KServe's controller adds for a server-type torchserve runtime (SetTorchServeDefaults).
+    injected = {"PROTOCOL_VERSION": "grpc-v2", "TS_SERVICE_ENVELOPE": "kservev2"}
+    settings = load_settings([arg.replace("{{.Name}}", "isvc") for arg in container["args"]], env={**env, **injected})
+    assert settings.protocol_version == "grpc-v2"
     assert (settings.http_port, settings.grpc_port) == (8080, 8081)
     assert settings.model_name == ("isvc" if "--model_name={{.Name}}" in container["args"] else None)
     assert settings.storage_uri == "/mnt/models"

@@ -103,3 +103,10 @@ def test_config_file_variable(tmp_path: Path) -> None:
 def test_negative_max_restarts_is_refused() -> None:
     with pytest.raises(ConfigError, match="--max_restarts=-1"):
         load_settings(["--max_restarts", "-1"], env={})
+
+
+def test_several_front_processes_are_refused() -> None:
+    # kserve's --workers forks REST processes; what is served lives in one (README "How a request flows").
+    with pytest.raises(ConfigError, match="--workers=2 is not supported"):
+        load_settings(["--workers", "2"], env={})
+    assert load_settings(["--workers", "1"], env={}).http_port == 8080
