@@ -31,6 +31,7 @@ _GRPC_CODES = {
     501: "UNIMPLEMENTED",
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
+    507: "RESOURCE_EXHAUSTED",
 }
 
 
@@ -43,10 +44,16 @@ class UpstreamError(GrpcException):
     and INVALID_ARGUMENT on gRPC.
     """
 
-    def __init__(self, http_status: int, message: str) -> None:
-        super().__init__(details=message, status_code=getattr(StatusCode, _GRPC_CODES.get(http_status, "INTERNAL")))
+    def __init__(self, http_status: int, message: str, retry_after_s: int | None = None,
+                 grpc_code: StatusCode | None = None) -> None:
+        """``retry_after_s``: answer REST with a ``Retry-After`` header (a full queue, a restart).
+        ``grpc_code``: where the HTTP status alone picks the wrong one (a full queue is 503 on REST
+        but RESOURCE_EXHAUSTED on gRPC)."""
+        code = grpc_code or getattr(StatusCode, _GRPC_CODES.get(http_status, "INTERNAL"))
+        super().__init__(details=message, status_code=code)
         self.http_status = http_status
         self.message = message
+        self.retry_after_s = retry_after_s
 
     def __str__(self) -> str:
         return self.message

@@ -83,7 +83,8 @@ class LeanRESTServer(RESTServer):  # type: ignore[misc]
 async def upstream_error_handler(_: Any, exc: UpstreamError) -> JSONResponse:
     # One line, no traceback: these are expected failures with a message for the client.
     logger.warning("request failed (%d): %s", exc.http_status, exc.message)
-    return JSONResponse(status_code=exc.http_status, content={"error": exc.message})
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    return JSONResponse(status_code=exc.http_status, content={"error": exc.message}, headers=headers)
 
 
 async def management_error_handler(_: Any, exc: ManagementError) -> JSONResponse:
