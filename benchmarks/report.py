@@ -49,6 +49,12 @@ def print_part_two(report: dict[str, Any]) -> None:
         print(f"32 instances, {design}: x{result['instances_per_s_ratio']} instances/s; " + "; ".join(
             f"{k}: {v['instances_per_s']}/s cpu/instance {v['cpu_ms_per_instance']}"
             for k, v in result.items() if isinstance(v, dict)))
+    before_after = report.get("before_after")
+    if before_after:
+        print(f"\n{before_after['workload']}, batch 8 / 5 ms, c={before_after['concurrency']}")
+        for system, p in before_after["systems"].items():
+            cpu = " / ".join(f"{v:.2f}" for v in p["cpu_ms_per_request"].values())
+            print(f"  {system:<28} {p['rps']:8.1f} req/s  {p['vs_ts_rest']:5.2f}x  cpu ms/req ours/java/workers {cpu}")
 
 
 def print_table(report: dict[str, Any]) -> None:

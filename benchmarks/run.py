@@ -238,9 +238,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer levels and shorter points (a smoke run)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--plot-only", type=Path, help="redraw the plot of a results JSON and exit")
-    parser.add_argument("--only", default="sweep,batching,sizes,many",
-                        help="comma-separated parts: sweep (the concurrency sweep), batching, sizes, many")
+    parser.add_argument("--only", default="sweep,batching,sizes,many,before_after",
+                        help="comma-separated parts: sweep (the concurrency sweep), batching, sizes, many, "
+                        "before_after (issue 14's workload: an earlier revision vs the working tree)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of warm-up per system (part two)")
+    parser.add_argument("--before", default=None,
+                        help="git revision whose server the before_after part compares with the working tree's")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     if args.plot_only:
@@ -283,6 +286,12 @@ def main() -> int:
         if "many" in parts:
             print("32 instances in one request", flush=True)
             report["many"] = sweeps.many(workloads, work, seconds, repeats, warmup)
+        if "before_after" in parts:
+            from benchmarks import before_after
+
+            print("issue 14's workload, an earlier revision against the working tree", flush=True)
+            report["before_after"] = before_after.before_after(
+                work, seconds, repeats, warmup, args.before or before_after.DEFAULT_BEFORE)
     if "sweep" in parts:
         for name, run in report["runs"].items():
             run["ratios"] = ratios(run, report["limits"][name.split("-")[0]])
@@ -290,7 +299,7 @@ def main() -> int:
         report["batching_gain_w1_c32"] = {s: round(w1b[s][32]["rps"] / w1[s][32]["rps"], 3)
                                           for s in w1 if 32 in w1b.get(s, {})}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.date.today().isoformat() + ("" if parts >= {"sweep", "batching", "sizes", "many"}
+    stamp = datetime.date.today().isoformat() + ("" if parts >= {"sweep", "batching", "sizes", "many", "before_after"}
                                                  else "-" + "-".join(sorted(parts)))
     (RESULTS / f"{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
     if "sweep" in parts:

@@ -1,0 +1,126 @@
+"""Issue 14's table, for an earlier revision of this server and for the working tree, in one run.
+
+The workload the issue measured: a TorchScript MLP (784 -> 64 -> 10, 784 floats per instance)
+behind a handler that parses JSON (assets/mlp_handler.py), TorchServe batching on (batch 8,
+5 ms), one worker, wrk at 16 connections, one instance per v1 request. Systems:
+  ts-rest           TorchServe called directly (the working tree's server's TorchServe)
+  ours-before-v1    the server of git revision --before (default: main as this round began),
+                    run from an exported copy of that revision with the same venv
+  ours-v1           the working tree's server
+  inprocess-kserve  a plain kserve.Model running the same TorchScript in-process
+All four get the same warm-up (Java's CPU per request printed by 2-s window, to show it
+settled), then interleaved rounds (median reported), with CPU per request of every process.
+
+  .venv/bin/python benchmarks/run.py --only before_after [--before REV] [--warmup 20]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks import load
+from benchmarks.run import ROOT, Processes, measure
+from benchmarks.sweeps import BATCH_ENV, InProcessServer, warm_up
+from kserve_torchserve.config.properties import parse_properties
+from tests.helpers import Server, build_mar
+
+# main when this round began (the issue's "today's code"): the last landed commit before it.
+DEFAULT_BEFORE = "a7cbf7d"
+FEATURES = 784
+CONCURRENCY = 16
+
+
+class _Pids(Processes):
+    """CPU of a process that is not one of our servers (the in-process kserve.Model)."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+
+
+def _export(revision: str, into: Path) -> Path:
+    """The package as it was at ``revision``, to put first on the server's PYTHONPATH."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "kserve_torchserve"],
+                             check=True, capture_output=True).stdout
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _model(work: Path) -> Path:
+    """The MLP as TorchScript, archived with its JSON-parsing handler into a model store."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(FEATURES, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).eval()
+    serialized = work / "mlp784.pt"
+    torch.jit.script(net).save(str(serialized))
+    store = work / "mlp784-store"
+    build_mar(ROOT / "benchmarks" / "assets" / "mlp_handler.py", "mlp", store, serialized=serialized)
+    return store
+
+
+def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
+                 revision: str = DEFAULT_BEFORE) -> dict[str, Any]:
+    import numpy as np
+
+    store = _model(work)
+    before_code = _export(revision, work / "before-code")
+    instance = [round(float(v), 4) for v in np.random.default_rng(0).random(FEATURES)]
+    v1 = json.dumps({"instances": [instance]}).encode()
+    servers: list[Server] = []
+    inprocess: InProcessServer | None = None
+    try:
+        for label, extra in (("after", {}), ("before", {"PYTHONPATH": str(before_code)})):
+            (work / f"ba-{label}").mkdir()
+            servers.append(Server(store, work / f"ba-{label}", model_name="mlp", env={**BATCH_ENV, **extra}))
+        inprocess = InProcessServer("W1", work / "mlp784.pt")
+        for server in servers:
+            server.wait_ready(timeout=300)
+        after, before = servers
+        props = parse_properties((after.work_dir / "config.properties").read_text())
+        key = json.loads((after.work_dir / "key_file.json").read_text())["inference"]["key"]
+        ts_url = f"{props['inference_address']}/predictions/mlp"
+        ts_body = json.dumps(instance).encode()
+        systems: dict[str, tuple[Callable[[int, float], dict[str, Any]], Processes]] = {
+            "ts-rest": (lambda c, s: load.wrk(ts_url, ts_body, "application/json",
+                                              {"Authorization": f"Bearer {key}"}, c, s), Processes(after)),
+            f"ours-before-v1 ({revision})": (lambda c, s: load.wrk(f"{before.url}/v1/models/mlp:predict", v1,
+                                                                   "application/json", {}, c, s), Processes(before)),
+            "ours-v1": (lambda c, s: load.wrk(f"{after.url}/v1/models/mlp:predict", v1, "application/json", {}, c, s),
+                        Processes(after)),
+            "inprocess-kserve": (lambda c, s: load.wrk(f"http://127.0.0.1:{inprocess.port}/v1/models/model:predict",
+                                                       v1, "application/json", {}, c, s),
+                                 _Pids({"ours": [inprocess.proc.pid], "java": [], "workers": []})),
+        }
+        settling: dict[str, list[float]] = {}
+        points: dict[str, Any] = {}
+        for name, (run, procs) in systems.items():
+            settling.update(warm_up({name: run}, procs, warmup_s, CONCURRENCY))
+        # Interleaved rounds, each system measured with its own processes' CPU.
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
+        for _ in range(repeats):
+            for name, (run, procs) in systems.items():
+                rounds[name].append(measure(lambda: run(CONCURRENCY, seconds), procs))
+        for name, results in rounds.items():
+            median = sorted(results, key=lambda p: p["rps"])[len(results) // 2]
+            median["rounds_rps"] = [round(p["rps"], 1) for p in results]
+            points[name] = median
+        ts = points["ts-rest"]["rps"]
+        for name, point in points.items():
+            point["vs_ts_rest"] = round(point["rps"] / ts, 3)
+        print("  before/after c=16: " + ", ".join(f"{n} {p['rps']:.0f}/s ({p['vs_ts_rest']}x)" for n, p in points.items()),
+              flush=True)
+        return {"revision_before": revision, "workload": "TorchScript MLP 784-64-10, JSON-parsing handler",
+                "env": BATCH_ENV, "concurrency": CONCURRENCY, "warmup_java_ms_per_request": settling,
+                "systems": points}
+    finally:
+        if inprocess is not None:
+            inprocess.stop()
+        for server in servers:
+            server.stop()
