@@ -15,6 +15,13 @@
   through as TorchServe counts them (predictions reach it over its REST API).
 Families are merged by name through prometheus_client (parsed, never re-formatted by
 hand), one family per name, so there is one ``# TYPE`` line per name.
+
+Counter names stay as TorchServe writes them. prometheus_client models a counter as a
+family ``X`` with samples ``X_total`` and writes ``# TYPE X_total counter``; TorchServe's
+counters (``Requests2XX``, ``ts_inference_latency_microseconds``, a handler's custom ones)
+have no ``_total``, and its parser appends one to their samples. Such a family is a
+``NamedCounter``: its samples keep TorchServe's name, and ``exposition`` writes its
+``# TYPE`` line under that name, so every family reads back with its declared type.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections import defaultdict
 from typing import Any, Awaitable, Callable, Iterable
 
 import httpx
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,6 +46,7 @@ from starlette.responses import Response
 logger = logging.getLogger(__name__)
 
 SCRAPE_TIMEOUT_S = 2.0
+_COUNTER_TYPE = re.compile(r"^# TYPE (\S+) counter$", re.MULTILINE)
 HOSTNAME = socket.gethostname()
 
 # Per model version, enough to judge an A/B test from Prometheus alone (management/served.py
@@ -72,6 +80,56 @@ ROLLBACKS = Counter("kserve_torchserve_canary_rollbacks", "Guarded canary versio
                     ["model_name", "model_version"])
 
 
+class _Families:
+    """Families as a collector for generate_latest."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+class NamedCounter(Metric):
+    """A counter exposed as TorchServe exposes its own: ``# TYPE X counter`` over samples named ``X``."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        super().__init__(name, documentation, "counter")
+
+
+def _declared_counters(text: str) -> set[str]:
+    return set(_COUNTER_TYPE.findall(text))
+
+
+def torchserve_families(text: str) -> list[Metric]:
+    """TorchServe's exposition text as families, its counters under the names it gave them."""
+    declared = _declared_counters(text)
+    families: list[Metric] = []
+    for family in text_string_to_metric_families(text):
+        if family.type == "counter" and family.name in declared:  # declared without _total
+            named = NamedCounter(family.name, family.documentation)
+            named.samples = [s._replace(name=family.name) if s.name == f"{family.name}_total" else s
+                             for s in family.samples]
+            family = named
+        families.append(family)
+    return families
+
+
+def exposition(families: Iterable[Metric]) -> bytes:
+    """Prometheus' text format: prometheus_client's, except a NamedCounter's ``# HELP`` and ``# TYPE``
+    lines, which name the family as its samples do."""
+    out = []
+    for family in families:
+        text = generate_latest(_Families([family]))
+        if isinstance(family, NamedCounter):
+            # generate_latest wrote "# HELP X_total ..." and "# TYPE X_total counter": the first
+            # "_total " of each is the end of the name (names hold no spaces).
+            help_line, type_line, rest = text.split(b"\n", 2)
+            text = b"\n".join([help_line.replace(b"_total ", b" ", 1), type_line.replace(b"_total ", b" ", 1), rest])
+        out.append(text)
+    return b"".join(out)
+
+
 class RequestCounters:
     """Counts requests by the status class of their answer."""
 
@@ -82,9 +140,9 @@ class RequestCounters:
         self.by_class[f"{status // 100}XX"] += 1
 
     def families(self) -> list[Metric]:
-        families = []
+        families: list[Metric] = []
         for cls in ("2XX", "4XX", "5XX"):
-            family = Metric(f"Requests{cls}", f"Requests answered with a {cls} status", "counter")
+            family = NamedCounter(f"Requests{cls}", f"Requests answered with a {cls} status")
             family.samples.append(Sample(f"Requests{cls}", {"Level": "Host", "Hostname": HOSTNAME},
                                          self.by_class[cls]))
             families.append(family)
@@ -92,14 +150,6 @@ class RequestCounters:
 
 
 COUNTERS = RequestCounters()
-
-
-class _Families:
-    def __init__(self, families: Iterable[Metric]) -> None:
-        self._families = list(families)
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families
 
 
 def merge(kserve: list[Metric], ours: list[Metric], torchserve: list[Metric]) -> list[Metric]:
@@ -127,7 +177,7 @@ class MetricsScraper:
         try:
             response = await self._client.get(self._url)
             response.raise_for_status()
-            return list(text_string_to_metric_families(response.text)), True
+            return torchserve_families(response.text), True
         except (httpx.HTTPError, ValueError) as exc:
             logger.warning("TorchServe metrics unavailable (%s): serving KServe's only", exc)
             return [], False
@@ -140,10 +190,7 @@ class MetricsScraper:
         status.samples.append(Sample("torchserve_metrics_up", {}, 1.0 if up else 0.0))
         took = Metric("torchserve_metrics_scrape_seconds", "Time to read TorchServe's metrics", "gauge")
         took.samples.append(Sample("torchserve_metrics_scrape_seconds", {}, time.perf_counter() - started))
-        families = merge(list(REGISTRY.collect()), [*self._counters.families(), status, took], torchserve)
-        registry = CollectorRegistry()
-        registry.register(_Families(families))  # type: ignore[arg-type]
-        return generate_latest(registry)
+        return exposition(merge(list(REGISTRY.collect()), [*self._counters.families(), status, took], torchserve))
 
     async def handle(self, request: Request) -> Response:
         return Response(await self.render(), media_type=CONTENT_TYPE_LATEST)

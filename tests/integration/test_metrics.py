@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -24,10 +25,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, digits: dict[str, Any]) -> Iterator[Server]:
+    """Two models: the custom metrics example, and digits (v1, v2 REST and gRPC with real answers)."""
     storage = tmp_path_factory.mktemp("metrics-storage")
     build_mar(EXAMPLE / "handler.py", "custom", storage)
     shutil.copy(EXAMPLE / "metrics.yaml", storage / "metrics.yaml")
+    shutil.copy(digits["store"] / "digits.mar", storage / "digits.mar")
     srv = Server(storage, tmp_path_factory.mktemp("metrics-server"))
     try:
         srv.wait_ready()
@@ -90,6 +93,106 @@ def test_counters_move_by_good_and_bad_predictions(server: Server) -> None:
     _, after = scrape(server)
     assert value(after, "Requests2XX") - value(before, "Requests2XX") == good
     assert value(after, "Requests4XX") - value(before, "Requests4XX") == bad
+
+
+_SUFFIXES = {"counter": ("",), "gauge": ("",), "untyped": ("",), "histogram": ("_bucket", "_count", "_sum"),
+             "summary": ("", "_count", "_sum")}
+
+
+def undeclared(text: str) -> list[str]:
+    """Sample lines not named as the # TYPE line above them declares (name plus its type's suffixes)."""
+    problems, declared = [], None
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            declared = (name, kind)
+        elif line and not line.startswith("#"):
+            sample = re.match(r"[^{\s]+", line).group(0)  # type: ignore[union-attr]
+            if declared is None or sample not in {declared[0] + s for s in _SUFFIXES[declared[1]]}:
+                problems.append(line)
+    return problems
+
+
+def test_every_family_parses_with_its_declared_type(server: Server) -> None:
+    """Issue #16 row 20: KServe's, ours, TorchServe's and a handler's custom metrics, in one scrape."""
+    assert http("POST", f"{server.url}/v1/models/custom:predict", {"instances": [1]})[0] == 200
+    assert http("POST", f"{server.url}/v1/models/nope:predict", {"instances": [1]})[0] == 404
+    text, _ = scrape(server)
+    assert undeclared(text) == []
+    declared = {words[2]: words[3] for words in (line.split() for line in text.splitlines())
+                if words[:2] == ["#", "TYPE"]}
+    for family in text_string_to_metric_families(text):
+        # prometheus_client names a counter family without the _total its # TYPE line may carry
+        kind = declared.get(family.name) or declared.get(f"{family.name}_total")
+        assert family.type == kind and kind not in (None, "untyped"), (family.name, family.type)
+    # TorchServe's names, as TorchServe writes them
+    for name in ("Requests2XX", "Requests4XX", "Requests5XX", "CustomCounter", "ts_inference_requests_total",
+                 "ts_inference_latency_microseconds", "ts_queue_latency_microseconds"):
+        assert declared.get(name) == "counter", name
+
+
+def _v2(data: list[float], shape: list[int]) -> dict[str, Any]:
+    return {"inputs": [{"name": "pixels", "shape": shape, "datatype": "FP32", "data": data}]}
+
+
+def _grpc(port: int, data: list[float], shape: list[int], model: str = "digits") -> str:
+    tensor = pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=shape,
+                                                   contents=pb.InferTensorContents(fp32_contents=data))
+    try:
+        grpc_infer(port, pb.ModelInferRequest(model_name=model, inputs=[tensor]))
+        return "OK"
+    except grpc.RpcError as err:
+        return err.code().name  # type: ignore[no-any-return]
+
+
+def test_counters_move_by_exactly_the_requests_sent(server: Server, digits: dict[str, Any]) -> None:
+    """Issue #16 row 20: good and bad requests over v1, v2 REST and gRPC, each counted where it belongs.
+
+    Bad ones of three kinds: an unknown model (refused at the door), a v2 shape that does not fit
+    its data (refused by the codec, before TorchServe), and an instance the handler rejects (400
+    from inside TorchServe). Requests2XX/4XX count REST requests; kserve's latency histogram and
+    our per-version counter every request that reached the model; TorchServe's every request
+    that reached TorchServe.
+    """
+    good, short = [float(v) for v in digits["instances"][0]], [1.0, 2.0]
+    v1, v2 = f"{server.url}/v1/models/digits:predict", f"{server.url}/v2/models/digits/infer"
+    unknown_v1, unknown_v2 = f"{server.url}/v1/models/nope:predict", f"{server.url}/v2/models/nope/infer"
+    _, before = scrape(server)
+    answers = (
+        [http("POST", v1, {"instances": [good]})[0] for _ in range(3)]              # good
+        + [http("POST", v1, {"instances": [short]})[0] for _ in range(2)]          # handler rejects
+        + [http("POST", unknown_v1, {"instances": [good]})[0]]                     # unknown model
+        + [http("POST", v2, _v2(good, [1, 64]))[0] for _ in range(4)]              # good
+        + [http("POST", v2, _v2(good, [1, 65]))[0] for _ in range(2)]              # shape does not fit
+        + [http("POST", v2, _v2(short, [1, 2]))[0] for _ in range(2)]              # handler rejects
+        + [http("POST", unknown_v2, _v2(good, [1, 64]))[0]]                        # unknown model
+    )
+    assert answers == [200] * 3 + [400] * 2 + [404] + [200] * 4 + [400] * 4 + [404], answers
+    grpc_answers = ([_grpc(server.grpc_port, good, [1, 64]) for _ in range(5)]
+                    + [_grpc(server.grpc_port, good, [1, 65])]
+                    + [_grpc(server.grpc_port, short, [1, 2]) for _ in range(2)]
+                    + [_grpc(server.grpc_port, good, [1, 64], model="nope")])
+    assert grpc_answers == ["OK"] * 5 + ["INVALID_ARGUMENT"] * 3 + ["NOT_FOUND"], grpc_answers
+    good_n = 3 + 4 + 5
+    expected = {
+        ("Requests2XX", ()): 3 + 4,  # REST only: gRPC calls have no HTTP status
+        ("Requests4XX", ()): 3 + 5,
+        ("request_predict_seconds_count", (("model_name", "digits"),)): good_n + 2 + 4 + 3,
+        ("kserve_torchserve_version_requests", (("model_name", "digits"), ("outcome", "2xx"))): good_n,
+        ("kserve_torchserve_version_requests", (("model_name", "digits"), ("outcome", "4xx"))): 2 + 4 + 3,
+        ("kserve_torchserve_version_requests", (("model_name", "digits"), ("outcome", "5xx"))): 0,
+        ("ts_inference_requests_total", (("model_name", "digits"),)): good_n + 2 + 2 + 2,
+    }
+
+    def moved() -> dict[Any, float]:
+        after = scrape(server)[1]
+        return {key: value(after, key[0], **dict(key[1])) - value(before, key[0], **dict(key[1]))
+                for key in expected}
+
+    deadline = time.monotonic() + 5  # TorchServe counts a request as it answers it: let it catch up
+    while (deltas := moved()) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert deltas == expected
 
 
 def test_scrape_survives_torchserve_being_down(server: Server) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import re
+
 from prometheus_client.parser import text_string_to_metric_families
 
 import httpx
 import pytest
 
-from kserve_torchserve.serving.metrics import CountRequests, MetricsScraper, RequestCounters, merge
+from kserve_torchserve.serving.metrics import (CountRequests, MetricsScraper, RequestCounters, exposition, merge,
+                                               torchserve_families)
 from kserve_torchserve.backend.ports import free_ports
 
 
@@ -66,3 +69,73 @@ async def test_scrape_answers_when_torchserve_is_down() -> None:
     names = {f.name for f in _families(text)}
     assert "torchserve_metrics_up" in names and "python_gc_objects_collected" in names
     assert "torchserve_metrics_up 0.0" in text
+
+
+# As TorchServe 0.12 writes them (its Prometheus endpoint, trailing commas included).
+TORCHSERVE_TEXT = """\
+# HELP ts_queue_latency_microseconds Cumulative queue duration in microseconds
+# TYPE ts_queue_latency_microseconds counter
+ts_queue_latency_microseconds{model_name="digits",model_version="1.0",hostname="vm",} 195.935
+# HELP ts_inference_requests_total Total number of inference requests.
+# TYPE ts_inference_requests_total counter
+ts_inference_requests_total{model_name="digits",model_version="1.0",hostname="vm",} 1.0
+# HELP Requests2XX Torchserve prometheus counter metric with unit: Count
+# TYPE Requests2XX counter
+Requests2XX{Level="Host",Hostname="vm",} 5.0
+# TYPE CustomCounter counter
+# HELP HandlerTime Torchserve prometheus gauge metric with unit: ms
+# TYPE HandlerTime gauge
+HandlerTime{ModelName="digits",Level="Model",Hostname="vm",} 154.08
+"""
+_SUFFIXES = {"counter": ("",), "gauge": ("",), "untyped": ("",), "histogram": ("_bucket", "_count", "_sum"),
+             "summary": ("", "_count", "_sum")}
+
+
+def undeclared(text: str) -> list[str]:
+    """Sample lines not named as the # TYPE line above them declares (name plus its type's suffixes)."""
+    problems, declared = [], None
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            declared = (name, kind)
+        elif line and not line.startswith("#"):
+            sample = re.match(r"[^{\s]+", line).group(0)  # type: ignore[union-attr]
+            if declared is None or sample not in {declared[0] + s for s in _SUFFIXES[declared[1]]}:
+                problems.append(line)
+    return problems
+
+
+def test_torchserve_counters_keep_their_names_and_types() -> None:
+    families = torchserve_families(TORCHSERVE_TEXT)
+    text = exposition(families).decode()
+    assert undeclared(text) == [], text
+    for line in ("# TYPE ts_queue_latency_microseconds counter", "# TYPE ts_inference_requests_total counter",
+                 "# TYPE Requests2XX counter", "# TYPE CustomCounter counter", "# TYPE HandlerTime gauge",
+                 'Requests2XX{Hostname="vm",Level="Host"} 5.0',
+                 'ts_queue_latency_microseconds{hostname="vm",model_name="digits",model_version="1.0"} 195.935'):
+        assert line in text.splitlines(), line
+    reread = {f.name: f.type for f in _families(text)}
+    assert reread == {"ts_queue_latency_microseconds": "counter", "ts_inference_requests": "counter",
+                      "Requests2XX": "counter", "CustomCounter": "counter", "HandlerTime": "gauge"}
+
+
+def test_our_request_counters_are_declared_under_their_own_names() -> None:
+    counters = RequestCounters()
+    counters.record(200)
+    text = exposition(counters.families()).decode()
+    assert "# TYPE Requests2XX counter" in text and "Requests2XX_total" not in text
+    assert undeclared(text) == []
+    assert [(f.name, f.type, len(f.samples)) for f in _families(text)] == [
+        ("Requests2XX", "counter", 1), ("Requests4XX", "counter", 1), ("Requests5XX", "counter", 1)]
+
+
+async def test_a_whole_scrape_reads_back_with_every_family_typed() -> None:
+    """KServe's registry (prometheus_client's own counters, histograms, gauges) and ours together."""
+    (port,) = free_ports(1)
+    scraper = MetricsScraper(f"http://127.0.0.1:{port}", timeout_s=0.5)
+    try:
+        text = (await scraper.render()).decode()
+    finally:
+        await scraper.close()
+    assert undeclared(text) == []
+    assert [f.name for f in _families(text) if f.type in ("unknown", "untyped")] == []
