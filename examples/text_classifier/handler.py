@@ -3,6 +3,14 @@
 The model (model.pt, TorchScript) maps a bag-of-words count vector to two logits;
 vocab.json maps words to positions. Explanations (POST .../:explain) give each
 known word's contribution to the predicted label: for a linear model, weight x count.
+
+Every value reaches a handler as bytes (kserve-torchserve sends a string as its UTF-8
+text and anything else as JSON text, as TorchServe's gRPC API would carry it), so a
+type check on what arrives never fires: 123 arrives as b"123", a list as b"[...]". What
+the handler decodes is validated instead: an instance must be UTF-8 text with at least
+one word in it. A bad instance is refused on its own (400 for that row, through
+``context.set_response_status``); the other instances, and other clients' requests
+batched with it, get their answers.
 """
 
 from __future__ import annotations
@@ -14,18 +22,23 @@ from typing import Any
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
-from ts.utils.util import PredictionException
 
 LABELS = ("NEGATIVE", "POSITIVE")
 WORD = re.compile(r"[a-z']+")
 
 
 def _text(row: dict[str, Any]) -> str:
+    """The instance's text; ValueError (the client's message) when it is not a text with words."""
     value = row.get("data") if row.get("data") is not None else row.get("body")
     if isinstance(value, (bytes, bytearray)):
-        value = value.decode("utf-8")
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("an instance is not UTF-8 text") from None
     if not isinstance(value, str):
-        raise PredictionException("each instance must be a text (a JSON string)", 400)
+        raise ValueError('each instance must be a text (a JSON string like "Great acting")')
+    if not WORD.search(value.lower()):  # empty, a number, a list of numbers: nothing to classify
+        raise ValueError('each instance must be a text with words in it, like "Great acting"')
     return value
 
 
@@ -44,7 +57,16 @@ class SentimentHandler(BaseHandler):  # type: ignore[misc]
         return counts
 
     def preprocess(self, data: list[dict[str, Any]]) -> torch.Tensor:
-        return torch.stack([self._counts(_text(row)) for row in data]).to(self.device)
+        self.refused: dict[int, str] = {}
+        vectors = []
+        for index, row in enumerate(data):
+            try:
+                vectors.append(self._counts(_text(row)))
+            except ValueError as exc:  # this row alone is answered 400; the batch goes on
+                self.refused[index] = str(exc)
+                self.context.set_response_status(400, str(exc), index)
+                vectors.append(torch.zeros(len(self.vocab)))
+        return torch.stack(vectors).to(self.device)
 
     def inference(self, data: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         with torch.inference_mode():
@@ -52,7 +74,8 @@ class SentimentHandler(BaseHandler):  # type: ignore[misc]
 
     def postprocess(self, data: torch.Tensor) -> list[dict[str, Any]]:
         scores, labels = data.max(dim=1)
-        return [{"label": LABELS[int(i)], "score": float(s)} for s, i in zip(scores, labels)]
+        return [{"message": self.refused[n]} if n in self.refused else {"label": LABELS[int(i)], "score": float(s)}
+                for n, (s, i) in enumerate(zip(scores, labels))]
 
     def explain_handle(self, data_preprocess: torch.Tensor, raw_data: list[dict[str, Any]]) -> list[Any]:
         weights = self.model.linear.weight.detach()  # [2, vocab]

@@ -20,6 +20,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from ..model_store.handlers import rows
+from . import tensors
 
 Row = dict[str, bytes]
 
@@ -74,12 +75,12 @@ def v2_rows(request: InferRequest) -> list[Row]:
     """Rows of a v2 request: row i holds element i of every input's first dimension."""
     if not request.inputs:
         raise InvalidInput("v2 request has no inputs")
+    tensors.check_inputs([tensor.name for tensor in request.inputs])
     columns: list[tuple[str, list[Any]]] = []
     for tensor in request.inputs:
-        try:
-            array = tensor.as_numpy()
-        except Exception as exc:  # kserve raises plain exceptions for bad shapes/data
-            raise InvalidInput(f"input {tensor.name}: {exc}") from None
+        # kserve keeps raw tensor bytes (gRPC raw_input_contents, the binary extension) private.
+        array = tensors.to_array(tensor.name, tensor.datatype, tensor.shape, tensor.data,
+                                 getattr(tensor, "_raw_data", None))
         columns.append((tensor.name, _split_rows(array, tensor.name, tensor.datatype)))
     sizes = {len(values) for _, values in columns}
     if len(sizes) != 1:

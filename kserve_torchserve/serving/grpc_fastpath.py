@@ -10,8 +10,10 @@ measures ours against the leanest Python front and TorchServe's own gRPC).
 Here ModelInfer for one of our models does what kserve's path does, in the same order:
 kserve's ``validate_grpc_request`` -> ``InferRequest.from_grpc`` -> ``model.predict``
 -> ``to_grpc``, recording kserve's per-model preprocess/predict/postprocess
-histograms, with errors answered by kserve's own ExceptionToStatusInterceptor (same
-codes, same details). Every other method, and ModelInfer for a name we do not serve,
+histograms, with errors answered by ``QuietExceptionToStatus``: kserve's codes, the messages
+REST answers with (errors.py), one log line each instead of kserve's traceback per bad call.
+The inputs' datatypes and shapes are checked before kserve converts them (tensors.py), so an
+unknown datatype is named as over REST rather than "invalid content type". Every other method, and ModelInfer for a name we do not serve,
 goes through kserve's interceptors and servicer unchanged; so does ModelInfer itself when
 the fast path is off (``fast=False``: per-request logging at TS_LOG_LEVEL=DEBUG, or
 ``--disable_fast_path``). The repository extension's RPCs are answered by handlers of
@@ -23,7 +25,7 @@ from __future__ import annotations
 import functools
 import time
 from concurrent import futures
-from typing import Any, Awaitable, Callable, cast
+from typing import Any, Awaitable, Callable, NoReturn, cast
 
 import grpc
 from grpc import aio
@@ -34,11 +36,36 @@ from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, Logg
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest, InferResponse
+from grpc_interceptor.exceptions import GrpcException
 
+from . import errors, logs, tensors
 from .metrics import kserve_histograms
 
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+# The gRPC code for each HTTP status errors.py gives (GrpcExceptions, e.g. UpstreamError, carry their own).
+_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+          501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class QuietExceptionToStatus(ExceptionToStatusInterceptor):  # type: ignore[misc]
+    """kserve's ExceptionToStatusInterceptor with REST's messages and one log line per failed call
+    (kserve's logs every InvalidInput with its traceback at ERROR)."""
+
+    async def handle_exception(self, ex: Exception, request_or_iterator: Any, context: aio.ServicerContext,
+                               method_name: str) -> NoReturn:
+        if isinstance(ex, aio.AbortError) or (context.code() and not isinstance(ex, GrpcException)):
+            raise ex  # the servicer aborted the call itself: answered already
+        status, message, unexpected = errors.status_and_message(ex)
+        code = ex.status_code if isinstance(ex, GrpcException) else _CODES.get(status, grpc.StatusCode.INTERNAL)
+        if isinstance(ex, GrpcException):
+            message = str(ex.details)
+        metadata = dict(context.invocation_metadata() or ())
+        model = getattr(request_or_iterator, "model_name", "")
+        logs.request_failed(status, f"gRPC {method_name.rsplit('/', 1)[-1]} {model}".rstrip(),
+                            metadata.get("x-request-id"), message, exc=ex, unexpected=unexpected)
+        await context.abort(code, message[:errors.MAX_MESSAGE])
+        raise ex  # unreachable: abort raises
 
 
 class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
@@ -51,7 +78,7 @@ class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
         self._fast = fast
         self._own = dict(handlers or {})  # methods answered by handlers of ours (the repository extension)
         self._logging = LoggingInterceptor()
-        self._exceptions = ExceptionToStatusInterceptor()
+        self._exceptions = QuietExceptionToStatus()
         # Built once: grpc_interceptor builds a handler like this on every call.
         self._handler = grpc.unary_unary_rpc_method_handler(
             self.model_infer,
@@ -80,6 +107,10 @@ class ModelInferFastPath(aio.ServerInterceptor):  # type: ignore[misc]
                 return await self._servicer.ModelInfer(request, context)
             preprocess, predict, postprocess = kserve_histograms(model.name)
             InferenceServicer.validate_grpc_request(request)
+            tensors.check_inputs([tensor.name for tensor in request.inputs])
+            for tensor in request.inputs:  # before kserve's from_grpc, whose words are "invalid content type"
+                tensors.check_header(tensor.name, tensor.datatype, tensor.shape)
+                tensors.check_contents(tensor.name, tensor.datatype, [f.name for f, _ in tensor.contents.ListFields()])
             started = time.perf_counter()
             infer_request = InferRequest.from_grpc(request)
             decoded = time.perf_counter()

@@ -3,7 +3,8 @@
 - ``TorchServeDataPlane``: kserve's server readiness is always true; ours is true only
   when every model is ready (TorchServe's workers READY).
 - ``LeanRESTServer``: kserve's REST server without its per-request timing middleware,
-  answering ``/metrics`` with our merged scrape (``metrics.py``).
+  answering ``/metrics`` with our merged scrape (``metrics.py``), every error in one format
+  and one log line (``errors.py``), and slow clients cut off (``deadlines.py``).
 - ``upstream_error_handler``: UpstreamError (a failure in or on the way to TorchServe)
   -> its HTTP status and ``{"error": message}``.
 """
@@ -14,13 +15,16 @@ import logging
 from typing import Any, Awaitable, Callable, Dict, Sequence
 
 from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import Response
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
 
 from ..errors import ManagementError, UpstreamError
+from . import errors, logs, openapi
+from .deadlines import timed_protocol
 from .metrics import MetricsScraper
 
-logger = logging.getLogger(__name__)
 
 
 def per_request_logging() -> bool:
@@ -66,6 +70,17 @@ class LeanRESTServer(RESTServer):  # type: ignore[misc]
     metrics: MetricsScraper | None = None
     routes: Sequence[tuple[str, Callable[..., Awaitable[Any]], list[str]]] = ()  # ours: (path, endpoint, methods)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn has no timeout for a request's head or body (slowloris): ours (deadlines.py).
+        self.config.http = timed_protocol()
+
+    def _add_exception_handlers(self, app: Any) -> None:
+        # kserve's handlers log a traceback at ERROR for every bad request (18-31 lines per
+        # client 4xx) and FastAPI's 422 echoes the whole body: one handler, one format, one line.
+        for kind in errors.HANDLED:
+            app.add_exception_handler(kind, errors.handle)
+
     def _add_middlewares(self, app: Any) -> None:
         if per_request_logging():
             super()._add_middlewares(app)
@@ -78,17 +93,18 @@ class LeanRESTServer(RESTServer):  # type: ignore[misc]
         for path, endpoint, methods in self.routes:
             app.add_api_route(path, endpoint, methods=methods, include_in_schema=True)
         super()._register_endpoints(app)
+        # /openapi.json describes what the fast path and our routes take (bodies, the key, the
+        # versioned route), so clients and fuzzers see the API as it is.
+        openapi.install(app)
 
 
-async def upstream_error_handler(_: Any, exc: UpstreamError) -> JSONResponse:
-    # One line, no traceback: these are expected failures with a message for the client.
-    logger.warning("request failed (%d): %s", exc.http_status, exc.message)
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
-    return JSONResponse(status_code=exc.http_status, content={"error": exc.message}, headers=headers)
+async def upstream_error_handler(request: Request, exc: UpstreamError) -> Response:
+    """``{"error": message}`` with the error's status (and Retry-After), logged once (errors.py)."""
+    return errors.error_response(request.scope, exc)
 
 
-async def management_error_handler(_: Any, exc: ManagementError) -> JSONResponse:
+async def management_error_handler(request: Request, exc: ManagementError) -> JSONResponse:
     """A refused or failed repository-extension call on kserve's routes, in kserve's error format."""
-    if exc.status >= 500:
-        logger.warning("model repository call failed (%d): %s", exc.status, exc.message)
+    logs.request_failed(exc.status, errors.route_of(request.scope), errors.request_id_of(request.scope["headers"]),
+                        exc.message)
     return JSONResponse(status_code=exc.status, content={"error": exc.message})

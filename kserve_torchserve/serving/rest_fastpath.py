@@ -8,11 +8,15 @@ TorchServe's Java and workers, so that CPU is throughput lost.
 This ASGI app sits in front of kserve's FastAPI app. For a POST with a plain JSON body
 to one of our models' predict routes, it calls the same DataPlane methods, in the same
 order, as kserve's endpoints (``model_ready``, ``decode``, ``infer``, ``encode``), and
-renders failures with the exception handlers registered on kserve's app, so answers and
-errors are kserve's. Everything else goes to kserve's app unchanged, with the body
-replayed: other routes, CloudEvents (``ce-*`` headers or their content type), the v2
-binary-data extension, other content types, and v2 bodies that kserve's schema rejects
-(kserve then answers with its own validation error).
+renders failures with the same handler as kserve's app (errors.py), so answers and errors
+are the same on both paths. Everything else goes to kserve's app, with the body replayed:
+other routes, CloudEvents (``ce-*`` headers or their content type), the v2 binary-data
+extension, v1 bodies in kserve's other accepted content types. A v2 body that kserve's
+schema rejects is answered here, 400 with pydantic's first complaint (kserve's 422 echoed
+the whole body).
+
+Before any of that, every HTTP request passes the checks of limits.py (size, content type)
+and its body is read here, bounded, whichever path serves it.
 
 Versioned v2 routes (``/v2/models/{m}/versions/{v}/infer``, which kserve answers with
 "not supported") become the plain route with ``x-model-version: {v}``, on either path:
@@ -21,9 +25,9 @@ the model picks the version (management/registry.py).
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
+from urllib.parse import parse_qsl, quote, urlencode
 from typing import Any, Awaitable, Callable, MutableMapping
 
 import orjson
@@ -32,8 +36,8 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest, InferenceRespon
 from kserve.constants.constants import PredictorProtocol
 from kserve.errors import ModelNotReady
 from pydantic import ValidationError
-from starlette.requests import Request
 
+from . import errors, limits, logs
 from .metrics import kserve_histograms
 from .model import VERSION_HEADER
 
@@ -54,6 +58,8 @@ _JSON = b"application/json"
 _BINARY_EXTENSION = b"inference-header-content-length"
 # What ORJSONResponse (kserve's default response class) passes to orjson.
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_EMPTY = {"v1": 'request body is empty: send a JSON object like {"instances": [...]}',
+          "v2": 'request body is empty: send a JSON object like {"inputs": [...]}'}
 
 
 def route(path: str) -> tuple[str, str] | None:
@@ -84,17 +90,6 @@ def plain_json(headers: list[tuple[bytes, bytes]], required: bool = False) -> bo
     return declared or not required
 
 
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client went away mid-body
-            raise ConnectionError("client disconnected")
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 def replay(body: bytes, receive: Receive) -> Receive:
     """A receive that gives ``body`` once, then whatever the client sends next (disconnect)."""
     sent = False
@@ -122,58 +117,124 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: dict[str, st
 
 
 def unversioned(scope: Scope) -> Scope:
-    """``/v2/models/{m}/versions/{v}/infer`` as ``/v2/models/{m}/infer`` with the header that addresses ``v``.
+    """A version named in the path or the query, as the header that addresses it.
 
-    kserve's own versioned route answers "not supported"; the version is the model's
-    business (``x-model-version``), so the request is served like any other.
+    ``/v2/models/{m}/versions/{v}/infer`` becomes ``/v2/models/{m}/infer``, and a
+    ``model_version`` query parameter on any ``/v2/models/...`` route (which kserve's endpoints
+    answer with 501 "not supported") is dropped: both become ``x-model-version``, so the request
+    is served like any other, and a version nobody serves is the registry's 404.
     """
     path = scope["path"]
-    if not (path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX)) or _VERSIONS not in path:
+    if not path.startswith(_V2_PREFIX):
         return scope
-    name, _, version = path[len(_V2_PREFIX):-len(_V2_SUFFIX)].partition(_VERSIONS)
-    if not name or not version or "/" in name or "/" in version:
+    version: str | None = None
+    query = scope.get("query_string", b"")
+    if b"model_version=" in query:
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        version = next((v for k, v in pairs if k == "model_version"), None)
+        rest = [(k, v) for k, v in pairs if k != "model_version"]
+        scope = {**scope, "query_string": urlencode(rest).encode("latin-1")}
+    if path.endswith(_V2_SUFFIX) and _VERSIONS in path:
+        name, _, in_path = path[len(_V2_PREFIX):-len(_V2_SUFFIX)].partition(_VERSIONS)
+        if name and in_path and "/" not in name and "/" not in in_path:
+            plain = f"{_V2_PREFIX}{name}{_V2_SUFFIX}"
+            # raw_path is bytes on the wire: quoted, so any character of a name survives.
+            scope = {**scope, "path": plain, "raw_path": quote(plain).encode("ascii")}
+            version = in_path
+    if version is None:
         return scope
-    plain = f"{_V2_PREFIX}{name}{_V2_SUFFIX}"
     headers = [(k, v) for k, v in scope["headers"] if k != _VERSION_HEADER]
-    headers.append((_VERSION_HEADER, version.encode("latin-1")))
-    return {**scope, "path": plain, "raw_path": plain.encode("latin-1"), "headers": headers}
+    # A header is bytes; UTF-8 keeps a version outside latin-1 intact enough to be "not served" (404).
+    headers.append((_VERSION_HEADER, version.encode("utf-8")))
+    return {**scope, "headers": headers}
 
 
 class FastPath:
     """ASGI app: our models' predict routes directly on kserve's DataPlane, the rest to ``app``.
 
-    ``fast=False`` (--disable_fast_path) keeps only the rewrite of versioned routes.
+    Every HTTP request passes its checks first, fast path or not (limits.py): a body over
+    ``max_body_bytes`` is 413 before it is read whole, a body an inference route cannot read is
+    415, an empty one 400. ``fast=False`` (--disable_fast_path) keeps those and the rewrite of
+    versioned routes, and leaves the rest to kserve.
     """
 
-    def __init__(self, app: ASGIApp, dataplane: DataPlane, fast: bool = True) -> None:
+    def __init__(self, app: ASGIApp, dataplane: DataPlane, fast: bool = True, max_body_bytes: int | None = None) -> None:
         self.app = app
         self.dataplane = dataplane
         self.fast = fast
+        self.max_body_bytes = limits.max_body_bytes() if max_body_bytes is None else max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope = unversioned(scope)
-        target = route(scope["path"]) if self.fast and scope["type"] == "http" and scope["method"] == "POST" else None
-        if target is None or not plain_json(scope["headers"], required=target[0] == "v2"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        protocol, name = target
+        scope = unversioned(scope)
+        protocol = limits.inference_protocol(scope["path"]) if scope["method"] == "POST" else None
+        if protocol is not None:
+            scope = limits.declared_json(scope, protocol)
+        refusal = self._refusal(scope, protocol)
+        if refusal is not None:  # answered before the body is read (deadlines.py drops what still comes)
+            await self._refuse(scope, send, *refusal, close=limits.expects_continue(scope["headers"]))
+            return
         try:
-            body = await read_body(receive)
+            body = await limits.read_body(receive, self.max_body_bytes)
+        except limits.BodyTooLarge as exc:
+            await self._refuse(scope, send, 413, str(exc))
+            return
         except ConnectionError:
             return  # nobody left to answer
+        if protocol is not None and not body:
+            await self._refuse(scope, send, 400, _EMPTY[protocol])
+            return
+        target = route(scope["path"]) if self.fast and protocol is not None else None
+        if target is None or not plain_json(scope["headers"], required=target[0] == "v2"):
+            await self._forward(scope, replay(body, receive), send)
+            return
+        protocol, name = target
         request: Any = body
         if protocol == "v2":
             try:
                 request = InferenceRequest.model_validate_json(body)
-            except ValidationError:
-                # kserve's endpoint answers with its own message for this body.
-                await self.app(scope, replay(body, receive), send)
+            except ValidationError as exc:
+                message = errors.validation_message(exc.errors(include_url=False, include_input=False), body)
+                await self._refuse(scope, send, 400, message)
                 return
         try:
             await self._serve(protocol, name, request, scope, send)
         except Exception as exc:
-            await self._error(exc, scope, replay(body, receive), send)
+            await self._error(exc, scope, send)
+
+    def _refusal(self, scope: Scope, protocol: str | None) -> tuple[int, str] | None:
+        declared = limits.declared_length(scope["headers"])
+        if declared is not None and declared > self.max_body_bytes:
+            return 413, str(limits.BodyTooLarge(declared, self.max_body_bytes, declared=True))
+        if protocol is not None:
+            why = limits.content_type_refusal(protocol, scope["headers"])
+            if why is not None:
+                return 415, why
+        return None
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, message: str, close: bool = False) -> None:
+        logs.request_failed(status, errors.route_of(scope), errors.request_id_of(scope["headers"]), message)
+        headers = {"content-type": "application/json", **({"connection": "close"} if close else {})}
+        await send_bytes(send, status, errors.error_body(message), headers)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """kserve's app; an exception it already answered (Starlette re-raises after the handler) ends here,
+        so that uvicorn does not log its traceback a second time."""
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if not started:
+                raise
 
     async def _serve(self, protocol: str, name: str, request: Any, scope: Scope, send: Send) -> None:
         # Step for step what kserve's v1 predict / v2 infer endpoints do.
@@ -232,13 +293,12 @@ class FastPath:
                 _trace.info("requestId: %s, preprocess_ms: 0, explain_ms: 0, predict_ms: %.3f, postprocess_ms: 0",
                             (headers or {}).get("x-request-id", "N.A."), 1000 * took)
 
-    async def _error(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
-        """kserve's answer for ``exc``: the handler its app has for the nearest exception class."""
-        handlers = getattr(self.app, "exception_handlers", {})
-        handler = next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
-        if handler is None:
-            raise exc
-        response = handler(Request(scope, receive), exc)
-        if inspect.isawaitable(response):
-            response = await response
-        await response(scope, receive, send)
+    @staticmethod
+    async def _error(exc: Exception, scope: Scope, send: Send) -> None:
+        """The answer kserve's app gives for ``exc`` (the same handler: errors.py), logged once."""
+        response = errors.error_response(scope, exc)
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

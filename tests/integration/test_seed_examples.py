@@ -130,6 +130,17 @@ def test_text_classification_in_the_seeds_shape(server: Server) -> None:
     assert all(set(p) == {"label", "score"} and 0.5 < p["score"] <= 1 for p in predictions)
 
 
+def test_the_text_handler_refuses_what_is_not_a_text_even_though_every_value_arrives_as_bytes(
+        server: Server) -> None:
+    """123 arrives as b"123" and "" as b"": a type check never fires, so the handler checks what it decodes.
+    A bad instance is refused on its own row (context.set_response_status); the request names it."""
+    for instances, index in (([123, ""], 0), ([SEED_TEXTS[0], 123], 1), ([SEED_TEXTS[0], [1, 2]], 1)):
+        status, body = http("POST", f"{server.url}/v1/models/text:predict", {"instances": instances})
+        assert status == 400, body
+        assert body["error"].startswith(f"instance {index}: model text: each instance must be a text with words"), body
+    assert [p["label"] for p in _predict(server, "text", SEED_TEXTS)] == ["POSITIVE", "NEGATIVE"]  # and it serves on
+
+
 def test_explain_reaches_the_handlers_explain_path(server: Server) -> None:
     status, body = http("POST", f"{server.url}/v1/models/text:explain", {"instances": SEED_TEXTS[:1]})
     assert status == 200, body

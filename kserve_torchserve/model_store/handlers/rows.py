@@ -101,12 +101,20 @@ def v1_instances(body: Any) -> list[Any]:
         raise RowError('v1 request must be a JSON object like {"instances": [...]}')
     instances = body.get("instances")
     if instances is None and "inputs" in body:
+        if _v2_inputs(body["inputs"]):
+            raise RowError('this is a v2 body ({"inputs": [{"name", "shape", "datatype", "data"}]}): send it to '
+                           '/v2/models/{model}/infer, or send v1\'s {"instances": [...]} here')
         instances = body["inputs"]  # v1's columnar alias, as in TF Serving
     if not isinstance(instances, list):
         raise RowError('v1 request needs "instances": a list with one entry per input')
     if not instances:
         raise RowError('"instances" is empty: send at least one instance')
     return instances
+
+
+def _v2_inputs(inputs: Any) -> bool:
+    """TF Serving's v1 ``{"inputs": [...]}`` holds instances; the v2 protocol's holds tensors, which say their datatype."""
+    return isinstance(inputs, list) and any(isinstance(i, dict) and "datatype" in i and "shape" in i for i in inputs)
 
 
 def v1_rows(raw: bytes) -> list[Row]:

@@ -12,6 +12,12 @@ back per request as ``framing.pack_answers`` (status, phrase, body per row), bod
 as TorchServe encodes a handler's answers. A request that is not a frame (TorchServe called
 directly, describe) is one row, as without the envelope.
 
+A handler that refuses its input with a client error (``PredictionException(msg, 4xx)``) fails
+only the client request it came from: alone in its batch, that request is answered with the
+status and message, without the traceback TorchServe's worker would log for it (a client's
+mistake is one line in our log, not twenty in TorchServe's); batched with others, each request
+is run again on its own, so the others get their answers.
+
 TorchServe's own kserve envelope read ``data[0]`` only and so broke batching; this one
 keeps it.
 """
@@ -22,6 +28,7 @@ import io
 from typing import Any, Callable
 
 from ts.context import RequestProcessor
+from ts.utils.util import PredictionException
 
 from kserve_torchserve.model_store.handlers import framing, rows
 
@@ -53,9 +60,29 @@ class RowsEnvelope:
         self._handle_fn = handle_fn
 
     def handle(self, data: list[Any], context: Any) -> list[Any] | None:
-        if not data or not any(framing.is_rows(r.get("body") if isinstance(r, dict) else None) for r in data):
+        framed = [framing.is_rows(r.get("body") if isinstance(r, dict) else None) for r in data]
+        if not any(framed):
             answered: list[Any] | None = self._handle_fn(data, context)  # nothing of ours in this batch
             return answered
+        try:
+            return self._handle_rows(data, context)
+        except PredictionException as exc:
+            if not 400 <= exc.error_code < 500 or not all(framed):
+                raise  # a handler's failure (5xx): TorchServe answers and logs it, as without us
+            if len(data) == 1:
+                return [_refused(context.request_processor[0], exc)]
+            return [self._alone(index, data[index], context) for index in range(len(data))]
+
+    def _alone(self, index: int, request: Any, context: Any) -> Any:
+        """Request ``index`` of the batch through the handler on its own (a batch of one)."""
+        processors, ids = context.request_processor, context.request_ids
+        context.request_processor, context.request_ids = [processors[index]], {0: (ids or {}).get(index)}
+        try:
+            return (self.handle([request], context) or [None])[0]
+        finally:
+            context.request_processor, context.request_ids = processors, ids
+
+    def _handle_rows(self, data: list[Any], context: Any) -> list[Any]:
         original, original_ids = context.request_processor, context.request_ids or {}
         flat: list[Any] = []
         owners: list[tuple[int, bool]] = []  # (request index, framed)
@@ -98,3 +125,9 @@ class RowsEnvelope:
             answers[owner].append((status, phrase, *_encode(result)))
         return [plain[i] if i in plain else refused[i] if i in refused else framing.pack_answers(answers[i])
                 for i in range(len(data))]
+
+
+def _refused(processor: Any, exc: PredictionException) -> bytes:
+    """A request the handler refused: its status, and TorchServe's error body with the handler's message."""
+    processor.report_status(exc.error_code, reason_phrase="PredictionException")
+    return rows.to_json({"code": exc.error_code, "type": "PredictionException", "message": exc.message})

@@ -109,3 +109,55 @@ def test_a_bad_v1_body_is_refused_alone_with_a_400(body: bytes, message: str) ->
     assert refused["code"] == 400 and refused["type"] == "InvalidInput" and message in refused["message"]
     assert ctx.request_processor[0].get_response_status_code() == 400
     assert framing.unpack_answers(out[1]) == [(200, "", b"ok", False)]  # the other request is answered
+
+
+def test_a_v2_body_sent_to_v1_is_named_as_such() -> None:
+    body = b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}'
+    out = RowsEnvelope(lambda data, c: ["ok"] * len(data)).handle([{"body": framing.pack_v1(body)}], context(1))
+    assert "this is a v2 body" in json.loads(out[0])["message"]
+    columnar = b'{"inputs": [[1, 2]]}'  # TF Serving's v1 form stays an instance list
+    out = RowsEnvelope(lambda data, c: ["ok"] * len(data)).handle([{"body": framing.pack_v1(columnar)}], context(1))
+    assert framing.unpack_answers(out[0]) == [(200, "", b"ok", False)]
+
+
+def _refusing(calls: list[list[Any]]) -> Any:
+    """A handler that refuses a whole batch holding a "bad" row, as handlers raising PredictionException do."""
+    from ts.utils.util import PredictionException
+
+    def handle(data: list[Any], ctx: Context) -> list[Any]:
+        calls.append(data)
+        if any(row.get("data") == b"bad" for row in data):
+            raise PredictionException("expected a number", 400)
+        return ["ok"] * len(data)
+
+    return handle
+
+
+def test_a_handlers_client_error_answers_its_request_without_a_traceback() -> None:
+    calls: list[list[Any]] = []
+    ctx = context(1)
+    out = RowsEnvelope(_refusing(calls)).handle([{"body": framing.pack_rows([{"data": b"1"}, {"data": b"bad"}])}], ctx)
+    assert json.loads(out[0]) == {"code": 400, "type": "PredictionException", "message": "expected a number"}
+    assert ctx.request_processor[0].get_response_status_code() == 400 and len(calls) == 1
+
+
+def test_a_handlers_client_error_in_a_batch_fails_only_the_request_it_came_from() -> None:
+    calls: list[list[Any]] = []
+    ctx = context(2)
+    out = RowsEnvelope(_refusing(calls)).handle([{"body": framing.pack_rows([{"data": b"bad"}])},
+                                                 {"body": framing.pack_rows([{"data": b"2"}, {"data": b"3"}])}], ctx)
+    assert json.loads(out[0])["message"] == "expected a number"
+    assert framing.unpack_answers(out[1]) == [(200, "", b"ok", False)] * 2  # the other client's answers
+    assert len(calls) == 3  # the batch, then each request alone
+    assert [p.get_response_status_code() for p in ctx.request_processor] == [400, 200]
+    assert ctx.request_ids == {0: "req-0", 1: "req-1"}  # restored
+
+
+def test_a_handlers_server_error_is_left_to_torchserve() -> None:
+    from ts.utils.util import PredictionException
+
+    def handle(data: list[Any], ctx: Context) -> list[Any]:
+        raise PredictionException("out of memory", 507)
+
+    with pytest.raises(PredictionException):
+        RowsEnvelope(handle).handle([{"body": framing.pack_rows([{"data": b"1"}])}], context(1))

@@ -153,3 +153,15 @@ def test_base64_images_are_sent_as_image_bytes() -> None:
 ])
 def test_other_strings_stay_text(text: str) -> None:
     assert codec.v1_rows({"instances": [text]}) == [{"data": text.encode()}]
+
+
+def test_v2_tensors_are_checked_before_they_become_rows() -> None:
+    bad = InferInput("pixels", [-1, 64], "FP32")
+    bad._data = [0.0] * 64  # what a client sent: kserve keeps any shape
+    with pytest.raises(InvalidInput, match=r"input 'pixels' has shape \[-1, 64\]"):
+        codec.v2_rows(_request(bad))
+    first, second = InferInput("a", [1], "INT32"), InferInput("a", [1], "INT32")
+    for tensor in (first, second):
+        tensor.set_data_from_numpy(np.array([1], dtype=np.int32), binary_data=False)
+    with pytest.raises(InvalidInput, match="input 'a' appears twice"):  # one would have overwritten the other
+        codec.v2_rows(_request(first, second))

@@ -157,3 +157,33 @@ async def test_fast_path_really_serves_model_infer(stubs: tuple[Any, Any], monke
     with pytest.raises(grpc.aio.AioRpcError):
         await ours.ModelInfer(CASES[-2][1], timeout=10)  # unknown model: kserve's servicer answers
     assert seen == ["nope"]
+
+
+@pytest.mark.parametrize("tensor,words", [
+    (Tensor(name="x", datatype="FLOAT99", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1])),
+     "input 'x' has datatype 'FLOAT99'; v2 datatypes are BOOL"),  # kserve: "invalid content type"
+    (Tensor(name="x", datatype="FP32", shape=[-1, 2], contents=pb.InferTensorContents(fp32_contents=[1, 2])),
+     "input 'x' has shape [-1, 2]; a shape needs 1 to 32 dimensions, each at least 1"),
+    (Tensor(name="x", datatype="FP32", shape=[1], contents=pb.InferTensorContents(bytes_contents=[b"1.5"])),
+     "input 'x' is FP32 but its data holds strings (BYTES): send numbers"),  # kserve: no data at all
+    (Tensor(name="x", datatype="FP32", shape=[1], contents=pb.InferTensorContents(int_contents=[1])),
+     "input 'x' is FP32 but its data holds values in int_contents: FP32 values go in fp32_contents"),
+])
+async def test_bad_tensors_are_named_before_kserve_converts_them(stubs: tuple[Any, Any], tensor: Any, words: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    _, ours = stubs
+    code, details = await _answer(ours, "ModelInfer", pb.ModelInferRequest(model_name="m", inputs=[tensor]))
+    assert code == "INVALID_ARGUMENT" and details.startswith(words), details
+    lines = [r for r in caplog.records if r.name.startswith("kserve")]
+    assert [(r.levelname, r.exc_info) for r in lines] == [("INFO", None)]  # kserve's: ERROR with a traceback
+    assert lines[0].getMessage() == f"request failed: 400 gRPC ModelInfer m: {details}"
+
+
+async def test_a_failed_call_logs_its_request_id(stubs: tuple[Any, Any], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    _, ours = stubs
+    with pytest.raises(grpc.aio.AioRpcError):
+        await ours.ModelInfer(CASES[-1][1], timeout=10, metadata=(("x-request-id", "g-1"),))  # not ready
+    (line,) = [r for r in caplog.records if r.name.startswith("kserve")]
+    assert line.levelname == "WARNING" and "503 gRPC ModelInfer starting (request id g-1)" in line.getMessage()

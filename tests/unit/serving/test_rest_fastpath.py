@@ -2,7 +2,9 @@
 
 Both sides run in-process on the same kserve app and DataPlane; TorchServe is replaced
 by a small fake client here (the integration tests call the real one through the fast
-path): this test is about the HTTP layer only.
+path): this test is about the HTTP layer only. The checks every request passes first
+(size, content type, empty body) are the same with the fast path off (--disable_fast_path),
+which is what the "slow" side is: FastPath(fast=False) in front of kserve's endpoints.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.responses import ORJSONResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from kserve_torchserve.errors import UpstreamError
+from kserve_torchserve.serving import rest_fastpath
 from kserve_torchserve.serving.rest_fastpath import FastPath, plain_json, route
 from kserve_torchserve.serving.rest import LeanRESTServer, TorchServeDataPlane, upstream_error_handler
 from tests.unit.fake_torchserve import two_models
@@ -48,12 +51,21 @@ CASES: list[tuple[str, Any, dict[str, str]]] = [
     ("/v2/models/m/infer", {"id": "abc", "inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT64",
                                                      "data": [1, 2]}]}, {}),
     ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]}]}, {}),
-    ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32"}]}, {}),  # schema: kserve's
+    ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32"}]}, {}),  # schema: 400
     ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1]}]}, {}),
     ("/v2/models/m/infer", {"inputs": []}, {}),
     ("/v2/models/nope/infer", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}, {}),
     ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]},
-     {"content-type": "text/plain"}),
+     {"content-type": "text/plain"}),  # 415
+    ("/v1/models/m:predict", {"instances": [[1, 2]]}, {"content-type": "text/plain"}),  # 415, never parsed
+    ("/v1/models/m:predict", {"instances": [[1, 2]]}, {"content-type": "application/x-www-form-urlencoded"}),  # curl -d
+    ("/v1/models/m:predict", b"", {}),  # empty: 400
+    ("/v2/models/m/infer", b"", {}),
+    ("/v2/models/m/infer", {"instances": [[1]]}, {}),  # a v1 body on v2: 400 saying so
+    ("/v2/models/m/infer", b'{"inputs": [', {}),  # malformed
+    ("/v2/models/m/infer", b"[" * 100_000 + b"]" * 100_000, {}),  # deeper than any parser goes
+    ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [-1, 2], "datatype": "FP32", "data": [1, 2]}]}, {}),
+    ("/v2/models/m/infer", {"inputs": [{"name": "x", "shape": [1], "datatype": "FLOAT99", "data": [1]}]}, {}),
 ]
 
 
@@ -64,7 +76,7 @@ async def test_fast_path_answers_like_kserve(path: str, body: Any, headers: dict
     if path.startswith("/v2"):
         headers = {"content-type": "application/json", **headers}
     answers = []
-    for asgi in (app, FastPath(app, dataplane)):
+    for asgi in (FastPath(app, dataplane, fast=False), FastPath(app, dataplane)):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as client:
             answers.append(await client.post(path, content=raw, headers=headers))
     slow, fast = answers
@@ -75,55 +87,96 @@ async def test_fast_path_answers_like_kserve(path: str, body: Any, headers: dict
         if "id" not in body:
             slow_body.pop("id"), fast_body.pop("id")
         assert fast_body == slow_body
+    elif raw.startswith(b"[") or raw.endswith(b"["):  # JSON syntax: each parser says where in its own words
+        assert fast.json()["error"].split(":")[0] == slow.json()["error"].split(":")[0] == \
+            "request body is not valid JSON"
     else:
         assert fast.json() == slow.json()
+        if slow.status_code >= 400:  # one format: {"error": "<one line>"}, never the body echoed
+            assert list(fast.json()) == ["error"] and "\n" not in fast.json()["error"]
+            assert len(fast.content) < 4096 and (len(raw) < 20 or raw[:40].decode("latin-1") not in fast.text)
     assert fast.headers["content-type"] == slow.headers["content-type"]
 
 
-async def test_fast_path_really_serves_the_hot_routes() -> None:
-    """A request the fast path takes never reaches FastAPI's routing."""
-    app, dataplane = _app()
-    reached: list[str] = []
-
-    async def spy(scope: Any, receive: Any, send: Any) -> None:
-        reached.append(scope["path"])
-        await app(scope, receive, send)
-
-    spy.exception_handlers = app.exception_handlers  # type: ignore[attr-defined]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=FastPath(spy, dataplane)),
-                                 base_url="http://t") as client:
-        assert (await client.post("/v1/models/m:predict", json={"instances": [[1, 2]]})).json() == {
-            "predictions": [3]}
-        assert (await client.post("/v1/models/m:predict", json={"instances": ["boom"]})).status_code == 500
-        assert (await client.get("/v1/models/m")).status_code == 200
-    assert reached == ["/v1/models/m"]
-
-
-def test_routes_and_headers_it_takes() -> None:
-    assert route("/v1/models/m:predict") == ("v1", "m")
-    assert route("/v2/models/m/infer") == ("v2", "m")
-    assert route("/v2/models/m/versions/2/infer") is None
-    assert route("/v1/models/m:explain") is None
-    assert route("/v1/models/:predict") is None
-    assert plain_json([(b"content-type", b"application/json")])
-    assert plain_json([])
-    assert not plain_json([], required=True)  # v2: FastAPI parses only declared JSON
-    assert not plain_json([(b"content-type", b"application/cloudevents+json")])
-    assert not plain_json([(b"ce-id", b"1")])
-    assert not plain_json([(b"inference-header-content-length", b"10")])
+async def _post(asgi: Any, path: str, content: Any, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as client:
+        return await client.post(path, content=content, headers=headers)
 
 
 @pytest.mark.parametrize("fast", [True, False])
-async def test_a_versioned_route_is_the_model_route_with_the_version_header(fast: bool) -> None:
-    """kserve answers "not supported" on /versions/{v}/infer; ours serves it as the plain route
-    with x-model-version (the model picks the version), with the fast path on or off."""
+async def test_a_body_over_the_limit_is_413_before_it_is_read(fast: bool) -> None:
     app, dataplane = _app()
-    body = json.dumps({"id": "v", "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}).encode()
-    headers = {"content-type": "application/json"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        plain = await client.post("/v2/models/m/infer", content=body, headers={**headers, "x-model-version": "1.0"})
-    ours = FastPath(app, dataplane, fast=fast)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ours), base_url="http://t") as client:
-        versioned = await client.post("/v2/models/m/versions/1.0/infer", content=body, headers=headers)
-    assert versioned.status_code == plain.status_code == 200
-    assert versioned.json() == plain.json()
+    asgi = FastPath(app, dataplane, fast=fast, max_body_bytes=100)
+    reads = 0
+
+    async def chunks() -> Any:
+        nonlocal reads
+        for _ in range(1000):  # 100 KB, chunked: refused once past 100 bytes, never read whole
+            reads += 1
+            yield b"x" * 100
+
+    answer = await _post(asgi, "/v1/models/m:predict", chunks(), {})
+    assert answer.status_code == 413 and "100-byte limit" in answer.json()["error"] and reads < 1000
+    answer = await _post(asgi, "/v2/models/m/infer", b"x" * 101, {"content-type": "application/json"})
+    assert answer.status_code == 413 and "101 bytes" in answer.json()["error"]  # from its Content-Length
+    assert "TS_MAX_REQUEST_SIZE" in answer.json()["error"]
+    answer = await _post(asgi, "/v2/models/m", b"x" * 101, {})  # any route: the limit is the server's
+    assert answer.status_code == 413
+    answer = await _post(asgi, "/v1/models/m:predict", b'{"instances": [[1]]}', {})
+    assert answer.status_code == 200
+
+
+async def test_an_answer_before_the_body_closes_the_connection_only_for_expect_100_continue() -> None:
+    app, dataplane = _app()
+    asgi = FastPath(app, dataplane, max_body_bytes=10)
+    waiting = await _post(asgi, "/v1/models/m:predict", b"x" * 11, {"expect": "100-continue"})
+    assert waiting.status_code == 413 and waiting.headers["connection"] == "close"  # it will send no body
+    sending = await _post(asgi, "/v1/models/m:predict", b"x" * 11, {})
+    assert sending.status_code == 413 and "connection" not in sending.headers  # its body is read and dropped
+
+
+async def test_failures_are_logged_once_a_bug_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    app, dataplane = _app()
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/broken", broken, methods=["GET"])
+    caplog.set_level("INFO")
+    ours = FastPath(app, dataplane)
+    failed = await _post(ours, "/v1/models/m:predict", b'{"instances": ["boom"]}', {"x-request-id": "r-1"})
+    bug = await _get(ours, "/broken")  # answered, and not raised on to the server (which would log it again)
+    assert failed.status_code == 500 and bug.status_code == 500
+    assert bug.json() == {"error": "internal error (RuntimeError); the server log has the details"}
+    lines = [r for r in caplog.records if r.name.startswith("kserve")]
+    assert [(r.levelname, r.exc_info is not None) for r in lines] == [("WARNING", False), ("ERROR", True)]
+    assert lines[0].getMessage() == ("request failed: 500 POST /v1/models/m:predict (request id r-1): "
+                                     "model m failed: its handler raised an error")
+    assert lines[1].getMessage().startswith("request failed: 500 GET /broken: internal error (RuntimeError)")
+
+
+async def _get(asgi: Any, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as client:
+        return await client.get(path)
+
+
+def _scope(path: str, query: bytes = b"") -> dict[str, Any]:
+    return {"type": "http", "path": path, "raw_path": path.encode(), "query_string": query,
+            "headers": [(b"x-model-version", b"stale")]}
+
+
+def test_a_version_in_the_path_or_the_query_becomes_the_header() -> None:
+    scope = rest_fastpath.unversioned(_scope("/v2/models/m/versions/2.0/infer"))
+    assert (scope["path"], scope["raw_path"]) == ("/v2/models/m/infer", b"/v2/models/m/infer")
+    assert scope["headers"] == [(b"x-model-version", b"2.0")]
+    scope = rest_fastpath.unversioned(_scope("/v2/models/m/ready", b"a=1&model_version=1.0"))
+    assert scope["path"] == "/v2/models/m/ready" and scope["query_string"] == b"a=1"
+    assert scope["headers"] == [(b"x-model-version", b"1.0")]
+    untouched = _scope("/v1/models/m:predict", b"model_version=1")
+    assert rest_fastpath.unversioned(untouched) is untouched
+
+
+def test_a_version_outside_latin1_does_not_break_the_rewrite() -> None:
+    scope = rest_fastpath.unversioned(_scope("/v2/models/m\u00e4/versions/\u20ac/infer"))
+    assert scope["raw_path"] == b"/v2/models/m%C3%A4/infer"
+    assert scope["headers"] == [(b"x-model-version", "\u20ac".encode())]

@@ -1,0 +1,197 @@
+"""Slow clients (slowloris) cut off, and refused bodies discarded rather than reset.
+
+uvicorn times out only idle kept-alive connections: its keep-alive timer is armed after a
+response and cancelled by any byte (``HttpToolsProtocol.data_received``), and nothing times a
+request's head or body. A client dribbling its headers or body one byte a second holds a
+connection and a task forever. ``RequestDeadlines`` gives every request head
+``HEADER_TIMEOUT_S`` from its first byte (from the connection's start for the first request)
+and every body ``BODY_TIMEOUT_S`` plus one second per ``BODY_MIN_RATE`` bytes received, the
+scheme of Apache's mod_reqtimeout; a client past it gets 408 and is disconnected. The timers
+run on the event loop: other clients are served meanwhile.
+
+A request answered before its body was read (413: too large) would lose its answer to a
+connection reset when the client sends its whole body before reading (urllib, requests):
+closing a socket with unread data resets it. So the rest of that body is read and dropped
+until it ends or its ``BODY_TIMEOUT_S`` is up (``LingeringTransport``; nginx's lingering close).
+
+``timed_protocol()`` is the uvicorn HTTP protocol with both, for ``uvicorn.Config(http=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable, cast
+
+from . import logs
+from .errors import error_body, request_id_of
+
+# A request head is a few hundred bytes, sent by every real client in one packet: 10 s covers
+# a slow mobile link with retransmits (nginx and Apache allow 20-60 s for people typing by hand).
+HEADER_TIMEOUT_S = 10.0
+# A body gets the same 10 s to start, then must keep up 64 KiB/s on average: 512 kbit/s, below
+# any link an inference client uses, and a 6.5 MB body (TorchServe's default limit) gets 110 s.
+BODY_TIMEOUT_S = 10.0
+BODY_MIN_RATE = 64 * 1024  # bytes per second
+
+
+class RequestDeadlines:
+    """One connection's deadlines: each request head within HEADER_TIMEOUT_S, each body at BODY_MIN_RATE.
+
+    The protocol calls ``before(n)`` and ``after(n)`` around each ``data_received`` and ``stop()``
+    when the connection is lost; ``current()`` is the protocol's request/response cycle, which
+    uvicorn creates when a request's head is complete.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport,
+                 current: Callable[[], Any]) -> None:
+        self._loop = loop
+        self._transport = transport
+        self._current = current
+        self._cycle: Any = None  # the request whose head we saw complete
+        self._waiting: str | None = "head"  # what the timer waits for: "head", "body" or nothing
+        self._head_bytes = 0
+        self._body_since = 0.0
+        self._body_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm(HEADER_TIMEOUT_S, self._head_late)  # a connection that never sends is closed too
+
+    def before(self, size: int) -> None:
+        if self._waiting is None:
+            cycle = self._current()
+            if cycle is None or cycle.response_complete:  # the first bytes of the next request (kept alive)
+                self._waiting, self._head_bytes = "head", 0
+                self._arm(HEADER_TIMEOUT_S, self._head_late)
+        if self._waiting == "head":
+            self._head_bytes += size
+
+    def after(self, size: int) -> None:
+        cycle = self._current()
+        if cycle is not None and cycle is not self._cycle:  # a new request's head is complete
+            self._cycle, self._waiting = cycle, None
+            self._cancel()
+            if cycle.more_body:
+                self._waiting, self._body_since, self._body_bytes = "body", time.monotonic(), 0
+                self._arm(BODY_TIMEOUT_S, self._body_late)
+        elif self._waiting == "body" and cycle is self._cycle:
+            self._body_bytes += size
+            if not cycle.more_body:
+                self._waiting = None
+                self._cancel()
+
+    def stop(self) -> None:
+        self._cancel()
+
+    def _arm(self, delay_s: float, callback: Callable[[], None]) -> None:
+        self._timer = self._loop.call_later(delay_s, callback)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_late(self) -> None:
+        self._timer, self._waiting = None, None
+        if self._head_bytes == 0:  # nothing sent at all: close quietly, as an idle keep-alive
+            self._transport.close()
+            return
+        self._cut(None, f"request head not received within {HEADER_TIMEOUT_S:.0f} s")
+
+    def linger_s(self) -> float:
+        """Seconds the rest of an answered request's body may still be read and dropped (0: close now)."""
+        cycle = self._current()
+        if cycle is None or cycle is not self._cycle or not cycle.more_body or not cycle.response_complete:
+            return 0.0
+        return max(0.0, self._body_since + BODY_TIMEOUT_S - time.monotonic())
+
+    def _body_late(self) -> None:
+        self._timer = None
+        cycle = self._cycle
+        if cycle is None or not cycle.more_body or cycle is not self._current():
+            return
+        if cycle.response_complete:  # answered before its body was read (413): the rest is dropped, for a while
+            lingered = self.linger_s()
+            if lingered > 0:
+                self._arm(lingered, self._body_late)
+            else:
+                self._transport.close()
+            return
+        allowed = self._body_since + BODY_TIMEOUT_S + self._body_bytes / BODY_MIN_RATE
+        remaining = allowed - time.monotonic()
+        if remaining > 0:  # it kept up the minimum rate so far
+            self._arm(remaining, self._body_late)
+            return
+        self._cut(cycle, f"request body not received in time (at least {BODY_MIN_RATE // 1024} KiB/s after "
+                         f"{BODY_TIMEOUT_S:.0f} s)")
+
+    def _cut(self, cycle: Any, reason: str) -> None:
+        """408 (unless an answer has begun) and disconnect: the app's receive() then sees a disconnect."""
+        if self._transport.is_closing():
+            return
+        scope = cycle.scope if cycle is not None else {}
+        route = f"{scope['method']} {scope['path']}" if cycle is not None else "(incomplete request head)"
+        logs.request_failed(408, route, request_id_of(scope.get("headers", ())), reason + ": slow client disconnected")
+        if cycle is None or not cycle.response_started:
+            body = error_body(reason + ": send the request without pauses")
+            write = getattr(self._transport, "write")
+            write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                  b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self._transport.close()
+
+
+class LingeringTransport:
+    """uvicorn's transport, except that ``close()`` after an answer given before the request's body was
+    read keeps reading (the protocol drops the bytes) until ``linger_s()`` is up."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self.linger_s: Callable[[], float] = lambda: 0.0
+        self.lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            return
+        delay = self.linger_s()
+        if delay <= 0:
+            self._transport.close()
+            return
+        self.lingering = True
+        self._transport.resume_reading()  # uvicorn paused reading while the body went unread
+        self._loop.call_later(delay, self._transport.close)
+
+
+def timed_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools where installed, as uvicorn's "auto" picks) with RequestDeadlines
+    and LingeringTransport."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # pragma: no cover - kserve installs uvicorn[standard], which has httptools
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
+
+    class TimedProtocol(Base):  # type: ignore[valid-type,misc]
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            lingering = LingeringTransport(transport, self.loop)
+            super().connection_made(cast(asyncio.Transport, lingering))
+            self.deadlines = RequestDeadlines(self.loop, transport, lambda: self.cycle)
+            self.lingering = lingering
+            lingering.linger_s = self.deadlines.linger_s
+
+        def data_received(self, data: bytes) -> None:
+            if self.lingering.lingering:
+                return  # the answer is out; what the client still sends of its body is dropped
+            self.deadlines.before(len(data))
+            super().data_received(data)
+            self.deadlines.after(len(data))
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.deadlines.stop()
+            super().connection_lost(exc)
+
+    return TimedProtocol

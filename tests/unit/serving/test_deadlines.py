@@ -1,0 +1,132 @@
+"""Slow clients against a real uvicorn server with our protocol (timeouts shortened), over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, AsyncIterator
+
+import pytest
+import uvicorn
+
+from kserve_torchserve.backend.ports import free_ports
+from kserve_torchserve.serving import deadlines
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    """/refuse answers 413 without reading the body; anything else reads it and answers its length."""
+    if scope["type"] != "http":
+        return
+    size = 0
+    if scope["path"] != "/refuse":
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+    body = json.dumps({"size": size}).encode()
+    await send({"type": "http.response.start", "status": 413 if scope["path"] == "/refuse" else 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+async def port(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
+    monkeypatch.setattr(deadlines, "HEADER_TIMEOUT_S", 0.4)
+    monkeypatch.setattr(deadlines, "BODY_TIMEOUT_S", 0.4)
+    monkeypatch.setattr(deadlines, "BODY_MIN_RATE", 1000)
+    (free,) = free_ports(1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free, http=deadlines.timed_protocol(),
+                                           lifespan="off", log_config=None, timeout_keep_alive=30))
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield free
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def _head(path: str, length: int, close: bool = False) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n"
+            + ("Connection: close\r\n" if close else "") + "\r\n").encode()
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> tuple[bytes, float]:
+    started = time.monotonic()
+    return await asyncio.wait_for(reader.read(), 10), time.monotonic() - started
+
+
+async def test_a_connection_that_sends_nothing_is_closed_quietly(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer, took = await _until_closed(reader)
+    assert answer == b"" and 0.3 < took < 3
+    writer.close()
+
+
+async def test_a_head_dribbled_past_its_time_is_408(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def dribble() -> None:
+        for byte in _head("/echo", 2):
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.1)
+
+    dribbling = asyncio.ensure_future(dribble())
+    answer, took = await _until_closed(reader)
+    dribbling.cancel()
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and took < 3
+    assert json.loads(answer.split(b"\r\n\r\n")[1]) == {
+        "error": "request head not received within 0 s: send the request without pauses"}
+    writer.close()
+
+
+async def test_a_body_below_the_minimum_rate_is_408_one_that_keeps_up_is_served(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_head("/echo", 100))
+    first = b""
+    for _ in range(100):  # 10 bytes/s, against a minimum of 1000 after 0.4 s
+        writer.write(b"x")
+        try:
+            first = await asyncio.wait_for(reader.read(1), 0.1)  # answered: stop dribbling
+            break
+        except asyncio.TimeoutError:
+            continue
+    answer, _ = await _until_closed(reader)
+    assert (first + answer).startswith(b"HTTP/1.1 408 "), first + answer
+    writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_head("/echo", 1200, close=True))
+    for _ in range(12):  # 100 bytes every 0.05 s: 2000 bytes/s, for 0.6 s, past the first 0.4 s
+        writer.write(b"x" * 100)
+        await asyncio.sleep(0.05)
+    answer, _ = await _until_closed(reader)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"size": 1200}')
+    writer.close()
+
+
+async def test_a_kept_alive_connection_waits_idle_but_its_next_head_is_timed(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_head("/echo", 2) + b"ok")
+    assert (await reader.readuntil(b'{"size": 2}')).startswith(b"HTTP/1.1 200 ")
+    await asyncio.sleep(0.8)  # idle past the head timeout: uvicorn's keep-alive (30 s) governs idling
+    assert not reader.at_eof()
+    writer.write(b"POST /echo HT")  # the next request's head starts, and stalls
+    answer, took = await _until_closed(reader)
+    assert answer.startswith(b"HTTP/1.1 408 ") and took < 3
+    writer.close()
+
+
+async def test_a_body_refused_unread_is_dropped_so_the_client_reads_its_answer(port: int) -> None:
+    """urllib's way: the whole body first (Connection: close), then the answer; not a connection reset."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b"x" * (8 << 20)  # past every socket buffer: without lingering, the server's close resets it
+    writer.write(_head("/refuse", len(body), close=True) + body)
+    await writer.drain()
+    answer, _ = await _until_closed(reader)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    writer.close()
