@@ -22,6 +22,9 @@ class TorchServeGaveUp(Exception):
     """TorchServe kept dying; the supervisor stopped restarting it."""
 
 
+# Seconds a 503 for a passing condition (a full queue, a restart) tells clients to wait (Retry-After).
+RETRY_AFTER_S = 1
+
 # HTTP status -> the gRPC code kserve's gRPC server should answer with.
 _GRPC_CODES = {
     400: "INVALID_ARGUMENT",

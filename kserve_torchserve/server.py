@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from .backend.client import TorchServeClient
 from .backend.ports import free_ports
 from .backend.process import Layout, TorchServeProcess
 from .backend.supervisor import RestartPolicy, Supervisor
+from .backend.worker_log import LoadFailures
 from .config.cpus import threads_per_worker
 from .config.log4j2 import render_log4j2
 from .config.metrics_yaml import merged_metrics_config, torchserve_default, user_metrics_file
@@ -67,9 +69,11 @@ class Server:
         self.supervisor: Supervisor | None = None
         self.management: Management | None = None
         self.metrics_url = ""
+        self.max_request_bytes: int | None = None  # TorchServe's max_request_size, once configured
         self.rest: LeanRESTServer | None = None
         self.grpc: LeanGRPCServer | None = None
         self.tasks: dict[str, asyncio.Future[Any]] = {}
+        self.signal_name = ""  # the signal that asked us to stop, for the log
 
     async def serve(self) -> int:
         """Exit code: 0 after SIGTERM/SIGINT, 1 when TorchServe cannot be kept alive or a front fails."""
@@ -136,15 +140,23 @@ class Server:
             f"{LOOPBACK}:{ports.grpc_inference}", f"{LOOPBACK}:{ports.grpc_management}", tokens,
             inference_url=props["inference_address"], max_request_bytes=int(props["max_request_size"]),
         )
+        load_failures = LoadFailures()  # why a model's workers could not load, from TorchServe's lines
         management = build_management(
             settings, client, layout.root, layout.model_store, storage_dir if storage_dir.is_dir() else None, props,
-            backend_up=lambda: supervisor.up, latency_logging=per_request_logging(), per_request=per_request,
+            backend_up=lambda: supervisor.available, latency_logging=per_request_logging(), per_request=per_request,
+            load_failure=load_failures.reason,
         )
         registrations = management.operations.add_startup(store.specs, settings.model_api.traffic)
         torch_threads = threads_per_worker(sum(r.min_workers for r in registrations))
+
+        def new_process() -> TorchServeProcess:
+            process = TorchServeProcess(layout, torch_threads=torch_threads, grace_s=settings.grace_period_s,
+                                        envelope=per_request)
+            process.on_line = load_failures.feed
+            return process
+
         supervisor = Supervisor(
-            process_factory=lambda: TorchServeProcess(layout, torch_threads=torch_threads,
-                                                      grace_s=settings.grace_period_s, envelope=per_request),
+            process_factory=new_process,
             client=client,
             models=management.registry.versions,
             startup_timeout_s=settings.startup_timeout_s,
@@ -153,6 +165,7 @@ class Server:
             policy=RestartPolicy(max_restarts=settings.max_restarts, window_s=settings.restart_window_s),
             on_restart=tokens.reset,
             on_started=management.operations.restore,  # TorchServe starts empty: give it every model
+            on_health_round=client.oom.mark,
         )
         try:
             await supervisor.start()
@@ -164,6 +177,8 @@ class Server:
             raise
         self.client, self.supervisor, self.management = client, supervisor, management
         self.metrics_url = props["metrics_address"]
+        # The front refuses bodies TorchServe would refuse, before reading them (TS_* or config.properties).
+        self.max_request_bytes = int(props["max_request_size"])
 
     async def _log_summary(self, client: TorchServeClient, management: Management, props: dict[str, str],
                            threads: str) -> None:
@@ -201,8 +216,12 @@ class Server:
         settings, management, supervisor = self.settings, self.management, self.supervisor
         assert supervisor is not None and management is not None
         registry = management.registry
+        # Ready: TorchServe up and every model version ready, except those whose workers could not load
+        # (they never will, until fixed: counting them would keep the whole pod out of service, and its
+        # other models with it; they answer 503 with the reason instead).
         dataplane = TorchServeDataPlane(
-            registry, ready_check=lambda: supervisor.up and all(m.ready for m in registry.versions())
+            registry, ready_check=lambda: supervisor.up and all(m.ready or m.failure is not None
+                                                                for m in registry.versions())
         )
         kserve_app.add_exception_handler(UpstreamError, upstream_error_handler)
         kserve_app.add_exception_handler(ManagementError, management_error_handler)
@@ -213,7 +232,9 @@ class Server:
         rest.metrics = MetricsScraper(self.metrics_url)
         rest.routes = management.api.routes()
         # The hot routes skip FastAPI (rest_fastpath.py); requests are counted whichever path answers.
-        rest.config.app = CountRequests(FastPath(kserve_app, dataplane, fast=settings.fast_path))
+        rest.config.app = CountRequests(FastPath(kserve_app, dataplane, fast=settings.fast_path,
+                                                            max_body_bytes=self.max_request_bytes))
+        self._hear_uvicorns_signals(rest)
         self.rest = rest
         self.tasks["rest"] = asyncio.ensure_future(rest.start())
         if settings.enable_grpc:
@@ -236,6 +257,21 @@ class Server:
             f", grpc port {settings.grpc_port}" if self.grpc else "",
         )
 
+    def _hear_uvicorns_signals(self, rest: LeanRESTServer) -> None:
+        """uvicorn takes SIGTERM/SIGINT for itself while it serves (``signal.signal``, over ours) and
+        only gives them back once it has drained; we must hear them at once, so that gRPC stops
+        taking calls at the same moment as HTTP. Its handler stays, and also sets our flag."""
+        server = rest._server  # kserve keeps its uvicorn.Server private
+        loop = asyncio.get_running_loop()
+        uvicorns = server.handle_exit
+
+        def handle_exit(sig: int, frame: Any) -> None:
+            uvicorns(sig, frame)
+            self.signal_name = signal.Signals(sig).name
+            loop.call_soon_threadsafe(self.stop.set)
+
+        server.handle_exit = handle_exit  # read by uvicorn's capture_signals() when it starts serving
+
     # -- main loop --------------------------------------------------------------------------
 
     async def main_loop(self) -> int:
@@ -251,23 +287,34 @@ class Server:
         if "grpc" in tasks and tasks["grpc"] in done:
             logger.error("gRPC server stopped unexpectedly: %s", tasks["grpc"].exception())
             return 1
-        logger.info("shutting down: draining in-flight requests")
+        logger.info("%s received: no new requests; draining those in flight", self.signal_name or "stop signal")
         return 0
 
     # -- shutdown ---------------------------------------------------------------------------
 
     async def shutdown(self, exit_code: int) -> None:
-        """Stop accepting, drain both fronts, and only then stop TorchServe."""
+        """Stop accepting, drain both fronts, and only then stop TorchServe; one line per step, with its time."""
         tasks = self.tasks
         assert self.rest is not None and self.supervisor is not None and self.client is not None
-        # 1. Stop accepting and drain. uvicorn drains on its own after SIGTERM; otherwise tell it.
-        self.rest._server.should_exit = True  # kserve keeps its uvicorn.Server private
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(tasks["rest"], self.settings.grace_period_s + 5)
-        if self.grpc is not None and not tasks["grpc"].done():
+        began = time.monotonic()
+        # 1. Stop accepting and drain, both fronts at once. uvicorn drains on its own after a signal;
+        # otherwise tell it.
+        self.rest._server.should_exit = True
+
+        async def drain_http() -> None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(tasks["rest"], self.settings.grace_period_s + 5)
+            logger.info("HTTP server stopped: requests in flight answered (%.1fs)", time.monotonic() - began)
+
+        async def drain_grpc() -> None:
+            if self.grpc is None or tasks["grpc"].done():
+                return
             await self.grpc.stop(signal.SIGTERM)
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await tasks["grpc"]
+            logger.info("gRPC server stopped: calls in flight answered (%.1fs)", time.monotonic() - began)
+
+        await asyncio.gather(drain_http(), drain_grpc())
         # 2. Only now stop TorchServe: nothing can still be waiting on it.
         tasks["supervisor"].cancel()
         with contextlib.suppress(BaseException):
@@ -279,7 +326,7 @@ class Server:
             self.management.operations.admin.close()
         if self.rest.metrics is not None:
             await self.rest.metrics.close()
-        logger.info("stopped (exit code %d)", exit_code)
+        logger.info("stopped in %.1fs (exit code %d)", time.monotonic() - began, exit_code)
 
 
 async def serve(settings: Settings) -> int:

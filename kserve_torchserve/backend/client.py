@@ -20,89 +20,15 @@ from google.protobuf import empty_pb2
 
 from . import grpc_stubs, http_pool
 from .auth import KeyKind, Metadata, TokenSource, TokenUnavailable
-from ..errors import UpstreamError
+from .failures import map_rest_error, map_rpc_error
+from .oom import OomKills
+from ..errors import RETRY_AFTER_S, UpstreamError
 from ..model_store.handlers import framing
 from ..config.properties import LOOPBACK
 
 TOKEN_REJECTED = "Token Authorization failed"
 _DEADLINE_MARGIN_S = 5.0
 _MAX_MESSAGE = 2**31 - 1  # size limits are TorchServe's (max_request_size) and kserve's, not the channel's
-
-
-def _clean(details: str | None) -> str:
-    # TorchServe appends the Java exception class on a second line; users need the first.
-    return (details or "").split("\norg.pytorch.serve", 1)[0].strip()
-
-
-def map_rpc_error(err: grpc.aio.AioRpcError, model: str) -> UpstreamError:
-    """A failed gRPC management call (ping, describe) -> UpstreamError."""
-    code, message = err.code(), _clean(err.details())
-    if "ModelNotFoundException" in (err.details() or "") or code == grpc.StatusCode.NOT_FOUND:
-        return UpstreamError(404, f"TorchServe does not serve model {model}: {message}")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return UpstreamError(504, f"TorchServe did not answer in time about model {model}")
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.PERMISSION_DENIED):
-        return UpstreamError(503, f"TorchServe is unavailable, retry later: {message or code.name}")
-    return UpstreamError(500, f"TorchServe failed about model {model}: {message or code.name}")
-
-
-def _rest_message(body: bytes) -> str:
-    # TorchServe's own errors are {"code", "type", "message"}; a handler that set an error
-    # status (context.set_response_status) answers with whatever it returned.
-    text = body.decode("utf-8", "replace")
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return text.strip()[:500]
-    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-        return str(parsed["message"])
-    return text.strip()[:500]
-
-
-def map_rest_error(
-    status: int, body: bytes, model: str, elapsed_s: float = 0.0, response_timeout_s: float | None = None,
-    explaining: bool = False,
-) -> UpstreamError:
-    """TorchServe's REST status and body -> the error our clients get, with what to do."""
-    message = _rest_message(body)
-    if status == 400 and body.startswith(b'{"code":400,"type":"InvalidInput"'):
-        return UpstreamError(400, message)  # our envelope refused the client's body: its words, as kserve's
-    if message == "Prediction failed":
-        # TorchServe's answer (with 503) when the handler raised: a bug in the handler, not overload.
-        if explaining:
-            return UpstreamError(
-                501, f"model {model} cannot explain: its handler has no explain support or failed while explaining "
-                "(implement explain_handle / get_insights in the handler; see TorchServe's MODEL_LOG lines)"
-            )
-        return UpstreamError(500, f"model {model} failed: its handler raised an error (see TorchServe's MODEL_LOG lines)")
-    if message == "Worker died.":
-        # TorchServe kills a worker that exceeds responseTimeout and says only this; the
-        # time taken tells a timeout from a crash.
-        if response_timeout_s is not None and elapsed_s >= response_timeout_s:
-            return UpstreamError(
-                504, f"model {model} did not answer within its responseTimeout of {response_timeout_s:.0f}s "
-                "(TorchServe restarted the worker); raise TS_DEFAULT_RESPONSE_TIMEOUT or send smaller requests"
-            )
-        return UpstreamError(500, f"model {model} failed: its TorchServe worker died (see TorchServe's log)")
-    if status == 404:
-        return UpstreamError(404, f"TorchServe does not serve model {model}: {message}")
-    if status == 413:
-        return UpstreamError(
-            413, f"request for model {model} is too large for TorchServe: {message or 'request entity too large'}; "
-            "raise TS_MAX_REQUEST_SIZE / TS_MAX_RESPONSE_SIZE or send smaller inputs"
-        )
-    if status in (503, 507):
-        return UpstreamError(503, f"model {model} is unavailable or overloaded, retry later: {message}")
-    if status in (408, 504):
-        return UpstreamError(
-            504, f"model {model} did not answer in time: {message}; "
-            "raise the model's responseTimeout (TS_DEFAULT_RESPONSE_TIMEOUT) or send smaller requests"
-        )
-    if 400 <= status < 600:
-        # The handler's own status for this request (e.g. 422 for an input it refuses).
-        return UpstreamError(status, f"model {model}: {message or status}")
-    return UpstreamError(500, f"model {model} answered with unexpected HTTP status {status}: {message}")
-
 
 
 @functools.lru_cache(maxsize=1024)
@@ -129,6 +55,7 @@ class TorchServeClient:
         # TorchServe's max_request_size: a bigger request is refused here, with a clear
         # 413, rather than cut off by Netty mid-write (which reads as a dropped connection).
         self._max_request_bytes = max_request_bytes
+        self.oom = OomKills()  # tells a worker killed for memory from a crash; marked by the supervisor
 
     async def close(self) -> None:
         await self._inference_channel.close()
@@ -191,7 +118,8 @@ class TorchServeClient:
                     "raise the model's responseTimeout (TS_DEFAULT_RESPONSE_TIMEOUT) or send smaller requests"
                 ) from None
             except http_pool.TransportError as exc:
-                raise UpstreamError(503, f"model {model} is unavailable, retry later: {exc}") from None
+                raise UpstreamError(503, f"model {model} is unavailable, retry later: {exc}",
+                                    retry_after_s=RETRY_AFTER_S) from None
             if status < 300:
                 return answer
             if attempt == 1 and status in (400, 401, 403) and TOKEN_REJECTED.encode() in answer:
@@ -202,7 +130,7 @@ class TorchServeClient:
                     raise UpstreamError(503, f"TorchServe rejected our token for model {model}: {exc}") from None
                 continue
             raise map_rest_error(status, answer, model, time.monotonic() - started, response_timeout_s,
-                                 explaining=verb == "explanations")
+                                 explaining=verb == "explanations", oom_recent=self.oom.recent)
         raise AssertionError("unreachable")
 
     def frames(self, rows: Sequence[Mapping[str, bytes]], model: str) -> list[tuple[int, bytes]]:

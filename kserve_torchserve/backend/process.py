@@ -1,8 +1,10 @@
 """The TorchServe child process: start it in its own process group, forward its log, stop it.
 
-TorchServe's launcher (``python -m ts.model_server --foreground``) starts the Java
-frontend and waits for it; Java starts the Python workers. All of them share the
-process group we create, so stopping is: TERM the group, wait, KILL the group.
+Our launcher (``launcher.py``, around TorchServe's ``ts.model_server --foreground``) starts
+the Java frontend and waits for it; Java starts the Python workers. All of them share the
+process group we create. Stopping is: TERM the launcher (it stops the workers, then the
+JVM, and says how in one line), wait, KILL the group if anything is left. The launcher
+exits as Java did, so an exit is reported as it happened (``describe_exit``).
 Each instance gets its own TMPDIR because TorchServe keeps a pid file there and
 refuses to start a second instance beside it.
 """
@@ -18,15 +20,32 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from . import launcher
 
 logger = logging.getLogger(__name__)
 ts_logger = logging.getLogger("torchserve")
 
-_GROUP_POLL_S = 0.05
+_GROUP_POLL_S = 0.02
 _KILL_WAIT_S = 10.0
+_LAUNCHER_MARGIN_S = 2.0  # past the grace the launcher itself gives the workers
+# Lines kept for error reports; only those from the last seconds before an exit are reported:
+# older ones were forwarded to our log when they were written, and belong to other events.
+DYING_WORDS_S = 2.0
+
+
+def describe_exit(code: int | None) -> str:
+    """A process's exit as a person reads it: "exit code 1", "killed by SIGKILL (signal 9)"."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"killed by {name} (signal {-code})"
+    return f"exit code {code}"
 
 
 @dataclass(frozen=True)
@@ -104,9 +123,11 @@ class TorchServeProcess:
     ) -> None:
         self.layout = layout
         self._env = child_env(layout, os.environ if env is None else env, torch_threads, grace_s, envelope)
-        self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._tail: collections.deque[tuple[float, str]] = collections.deque(maxlen=tail_lines)
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self.exited_at: float | None = None  # time.monotonic() when the launcher's exit was seen
+        self.on_line: Callable[[str], None] | None = None  # sees every line TorchServe writes
 
     @property
     def pid(self) -> int | None:
@@ -116,8 +137,14 @@ class TorchServeProcess:
     def returncode(self) -> int | None:
         return self._proc.returncode if self._proc else None
 
-    def last_lines(self) -> str:
-        return "\n".join(self._tail) or "(no output)"
+    def last_lines(self, within_s: float | None = None) -> str:
+        """TorchServe's last lines; ``within_s``: only those written that long before the exit
+        (or now), so that an error report does not replay old, unrelated tracebacks."""
+        end = self.exited_at if self.exited_at is not None else time.monotonic()
+        lines = [text for at, text in self._tail if within_s is None or at >= end - within_s]
+        if lines:
+            return "\n".join(lines)
+        return "(no output)" if within_s is None else f"(no output in the {within_s:.0f}s before)"
 
     async def start(self) -> None:
         self.layout.create()
@@ -145,25 +172,31 @@ class TorchServeProcess:
             if not line:
                 return
             text = line.decode("utf-8", "replace").rstrip()
-            self._tail.append(text)
+            self._tail.append((time.monotonic(), text))
+            if self.on_line is not None:
+                self.on_line(text)
             ts_logger.info("%s", text)
 
     async def wait(self) -> int:
         """Wait for the launcher to exit (it exits when Java does) and the log to drain."""
         assert self._proc is not None, "not started"
         code = await self._proc.wait()
+        if self.exited_at is None:
+            self.exited_at = time.monotonic()
         if self._reader is not None:
             await self._reader
         return code
 
     def _group_alive(self) -> bool:
+        """A live process in the group. Zombies do not count: a killed JVM's parent (the launcher) is
+        gone, so init reaps it, in its own time (a second and more, seen in containers)."""
         if self._proc is None:
             return False
         try:
             os.killpg(self._proc.pid, 0)
         except (ProcessLookupError, PermissionError):
             return False
-        return True
+        return launcher.group_members(self._proc.pid, exclude=None) != []
 
     def _signal_group(self, sig: signal.Signals) -> None:
         if self._proc is None:
@@ -173,22 +206,44 @@ class TorchServeProcess:
         except (ProcessLookupError, PermissionError):
             pass  # already gone
 
+    async def _group_gone(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self._group_alive():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(_GROUP_POLL_S)
+        return True
+
+    async def kill_leftovers(self) -> None:
+        """After an exit we did not ask for: nothing of that TorchServe may outlive it (the launcher
+        stops the workers of a JVM that died; this covers a launcher that was killed itself)."""
+        if self._proc is None or not self._group_alive():
+            return
+        logger.warning("processes of the TorchServe that exited are still running (group %d); killing them",
+                       self._proc.pid)
+        self._signal_group(signal.SIGKILL)
+        if not await self._group_gone(_KILL_WAIT_S):
+            logger.error("processes of TorchServe's group %d survive SIGKILL", self._proc.pid)
+
     async def stop(self, grace_s: float) -> None:
-        """TERM the whole group, give it ``grace_s`` to exit, then KILL what is left."""
+        """TERM the launcher (it stops workers and JVM within ``grace_s``), then KILL what is left."""
         if self._proc is None:
             return
-        self._signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and (self._proc.returncode is None or self._group_alive()):
-            await asyncio.sleep(_GROUP_POLL_S)
-        if self._proc.returncode is None or self._group_alive():
+        started = time.monotonic()
+        if self._proc.returncode is None:
+            try:
+                self._proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace_s + _LAUNCHER_MARGIN_S)
+        except asyncio.TimeoutError:
+            pass
+        if self._proc.returncode is None or not await self._group_gone(_LAUNCHER_MARGIN_S):
             logger.warning("TorchServe did not stop within %.0fs; killing its process group", grace_s)
             self._signal_group(signal.SIGKILL)
         await self.wait()
-        killed_at = time.monotonic()
-        while self._group_alive():  # KILL is not instant; orphans must not outlive us
-            if time.monotonic() - killed_at > _KILL_WAIT_S:
-                logger.error("processes of TorchServe's group %d survive SIGKILL", self._proc.pid)
-                break
-            await asyncio.sleep(_GROUP_POLL_S)
-        logger.info("TorchServe stopped (exit code %s)", self._proc.returncode)
+        if not await self._group_gone(_KILL_WAIT_S):  # KILL is not instant; orphans must not outlive us
+            logger.error("processes of TorchServe's group %d survive SIGKILL", self._proc.pid)
+        logger.info("TorchServe stopped in %.1fs (launcher %s)", time.monotonic() - started,
+                    describe_exit(self._proc.returncode))

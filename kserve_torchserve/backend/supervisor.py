@@ -3,10 +3,13 @@
 - start: launch, poll (no fixed sleeps) until Ping is healthy, hand TorchServe its
   models (``on_started``: TorchServe starts empty), then wait until every model
   has its minimum of READY workers; fail with TorchServe's last log lines otherwise.
+  A model whose workers cannot load (``failure`` set by ``on_started``) is left out: it
+  stays not ready, with its reason, and the others are served.
 - run: readiness drops the moment the process exits; the supervisor restarts it
   with exponential backoff, and gives up (TorchServeGaveUp) after more than
-  ``max_restarts`` failures within ``restart_window_s``. While TorchServe runs, worker
-  states are re-read every ``health_interval_s``.
+  ``max_restarts`` failures within ``restart_window_s``. While TorchServe runs, it is
+  asked every ``health_interval_s`` for its worker states (health.py: what a stopped JVM,
+  or a model whose workers are restarting, does to readiness).
 The clock and sleep are injectable so the restart policy is testable without waiting.
 """
 
@@ -14,16 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, Protocol, Sequence
 
 from ..errors import ManagementError, TorchServeGaveUp, TorchServeStartError, UpstreamError
+from .health import Health, Readiness
+from .process import DYING_WORDS_S, describe_exit
 
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.25
+_HEALTH_TIMEOUT_S = 2.0  # a TorchServe that takes longer to describe a model is not answering
 
 
 class Process(Protocol):
@@ -33,7 +40,8 @@ class Process(Protocol):
     async def start(self) -> None: ...
     async def wait(self) -> int: ...
     async def stop(self, grace_s: float) -> None: ...
-    def last_lines(self) -> str: ...
+    async def kill_leftovers(self) -> None: ...
+    def last_lines(self, within_s: float | None = None) -> str: ...
 
 
 class HealthClient(Protocol):
@@ -41,11 +49,6 @@ class HealthClient(Protocol):
 
     async def ping(self, timeout: float = ...) -> bool: ...
     async def describe(self, model: str, version: str | None = ..., timeout: float = ...) -> list[dict[str, object]]: ...
-
-
-class Readiness(Protocol):
-    name: str
-    ready: bool
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Supervisor:
         policy: RestartPolicy,
         on_restart: Callable[[], None] = lambda: None,
         on_started: Callable[[], Awaitable[None]] | None = None,
+        on_health_round: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -103,28 +107,41 @@ class Supervisor:
         self._policy = policy
         self._on_restart = on_restart
         self._on_started = on_started  # after each start: give TorchServe its models (management's restore)
+        self._on_health_round = on_health_round  # every health_interval_s while TorchServe runs (oom.py's mark)
         self._clock = clock
         self._sleep = sleep
         self._failures: collections.deque[float] = collections.deque()
         self._stopping = False
+        self._health = Health(lambda model: self._model_ready(model, serving=True), clock, _HEALTH_TIMEOUT_S)
         self.process: Process | None = None
         self.restarts = 0
         self.up = False  # TorchServe runs and has every model back
 
+    @property
+    def available(self) -> bool:
+        """TorchServe runs, has every model back, and answers: model changes may go ahead."""
+        return self.up and self._health.answering
+
+    def _served(self) -> list[Readiness]:
+        """The models TorchServe should be serving: all but those whose workers could not load."""
+        return [m for m in self._models() if getattr(m, "failure", None) is None]
+
     def _set_ready(self, ready: bool) -> None:
-        for model in self._models():
+        for model in self._served():
             model.ready = ready
 
-    async def _model_ready(self, model: Readiness, serving: bool = False) -> bool:
-        """At start: every minimum worker READY. While serving (``serving``): one READY worker is enough."""
+    async def _model_ready(self, model: Readiness, serving: bool = False) -> bool | None:
+        """At start: every minimum worker READY. While serving (``serving``): one READY worker is enough.
+        None: TorchServe did not answer in time."""
         try:
-            description = await self._client.describe(model.name, getattr(model, "ts_version", None))
-        except UpstreamError:
-            return False
+            description = await self._client.describe(model.name, getattr(model, "ts_version", None),
+                                                      timeout=_HEALTH_TIMEOUT_S)
+        except UpstreamError as exc:
+            return False if exc.http_status == 404 else None
         return workers_ready(description, minimum_only=not serving)
 
     async def _models_ready(self) -> bool:
-        for model in list(self._models()):
+        for model in self._served():
             if not await self._model_ready(model):
                 return False
         return True
@@ -154,8 +171,9 @@ class Supervisor:
                 raise self._not_ready(process)
             await self._sleep(_POLL_S)
         self._set_ready(True)
+        self._health.reset()
         self.up = True
-        logger.info("TorchServe is ready: %s", ", ".join(sorted({m.name for m in self._models()})) or "no models yet")
+        logger.info("TorchServe is ready: %s", ", ".join(sorted({m.name for m in self._served()})) or "no models yet")
 
     def _not_ready(self, process: Process) -> TorchServeStartError:
         return TorchServeStartError(
@@ -176,17 +194,22 @@ class Supervisor:
             raise TorchServeStartError(f"{exc.message}. Last lines:\n{process.last_lines()}") from None
 
     async def _watch(self, process: Process) -> int:
-        """Wait for ``process`` to exit, re-reading worker states meanwhile."""
+        """Wait for ``process`` to exit, re-reading worker states meanwhile; an exit ends a round at once."""
         exited = asyncio.ensure_future(process.wait())
         try:
             while True:
                 done, _ = await asyncio.wait({exited}, timeout=self._health_interval_s)
                 if done:
                     return exited.result()
-                ready = [(m, await self._model_ready(m, serving=True)) for m in list(self._models())]
-                if not exited.done():
-                    for model, model_ready in ready:
-                        model.ready = model_ready
+                self._on_health_round()
+                health = asyncio.ensure_future(self._health.round(self._served()))
+                await asyncio.wait({exited, health}, return_when=asyncio.FIRST_COMPLETED)
+                if exited.done():
+                    health.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await health
+                    return exited.result()
+                self._health.follow(health.result())
         finally:
             if not exited.done():
                 exited.cancel()
@@ -200,7 +223,9 @@ class Supervisor:
                 return
             self.up = False
             self._set_ready(False)
-            logger.error("TorchServe exited with code %s. Last lines:\n%s", code, self.process.last_lines())
+            logger.error("TorchServe's JVM exited unexpectedly: %s. Its lines in the last %.0fs:\n%s",
+                         describe_exit(code), DYING_WORDS_S, self.process.last_lines(within_s=DYING_WORDS_S))
+            await self.process.kill_leftovers()
             while True:
                 now = self._clock()
                 self._failures.append(now)

@@ -14,8 +14,10 @@ Wire format, as TorchServe 0.12 answers on its own management port:
 - errors: ``{"code", "type", "message"}`` with TorchServe's statuses.
 Parameters come as a query string, a JSON object, a urlencoded form or multipart form fields
 (curl -F), whichever the client sends. Plus ``POST /v2/repository/index`` (Triton's
-extension: ``[{"name", "version", "state", "reason"}]``) and the versioned v2 routes kserve
-leaves unimplemented.
+extension: ``[{"name", "version", "state", "reason"}]``), the versioned v2 routes kserve
+leaves unimplemented, and kserve's model-ready routes (``GET /v2/models/{m}/ready``,
+``GET /v1/models/{m}``) answered as kserve does, plus the reason in the 503 of a model whose
+workers could not load.
 """
 
 from __future__ import annotations
@@ -140,6 +142,9 @@ class ManagementApi:
             ("/v2/repository/index", self.index, ["POST"]),
             ("/v2/models/{name}/versions/{version}", self.version_metadata, ["GET"]),
             ("/v2/models/{name}/versions/{version}/ready", self.version_ready, ["GET"]),
+            # kserve's two model-ready routes, answered the same, plus why a model is not served
+            ("/v2/models/{name}/ready", self.model_ready, ["GET"]),
+            ("/v1/models/{name}", self.model_ready, ["GET"]),
         ]
 
     async def _guarded(self, request: Request, work: Callable[[dict[str, str]], Awaitable[tuple[int, Any]]],
@@ -214,8 +219,19 @@ class ManagementApi:
         return {"name": name, "versions": [model.version], "platform": "", "inputs": [], "outputs": []}
 
     async def version_ready(self, name: str, version: str) -> dict[str, Any]:
-        if not self._version(name, version).ready:
-            raise ModelNotReady(f"{name} (version {version})")
+        model = self._version(name, version)
+        if not model.ready:
+            raise ModelNotReady(f"{name} (version {version})", model.failure)
+        return {"name": name, "ready": True}
+
+    async def model_ready(self, name: str) -> dict[str, Any]:
+        """kserve's answer (200 ``{"name", "ready": true}``, 503 not ready, 404 unknown), and for a model
+        whose workers could not load, the reason in the 503's message."""
+        model = self.registry.find(name)
+        if model is None:
+            raise ModelNotFound(name)
+        if not model.ready:
+            raise ModelNotReady(name, model.failure)
         return {"name": name, "ready": True}
 
     # -- writes -----------------------------------------------------------------------------

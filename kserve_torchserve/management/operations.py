@@ -12,12 +12,17 @@ flight (bounded by the grace period), then out of TorchServe and off the disk.
 Mutations are serialised by one lock. TorchServe itself starts empty: every model,
 start-up ones included, is registered here, so a restarted TorchServe gets back
 exactly what was served (versions, workers, batching, default) from ``restore()``.
+A version whose workers cannot load there (TorchServe answers "Failed to start workers",
+and unregisters it: no retries) is kept, not ready, with the reason from TorchServe's log
+(``failure``), and the others are served; the next TorchServe restart tries it again.
+Only when no version at all can load does ``restore()`` fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -33,6 +38,7 @@ from .traffic import Split, startup_splits
 logger = logging.getLogger(__name__)
 
 Answer = tuple[int, dict[str, Any]]
+_REASON_WAIT_S = 1.0  # TorchServe's answer can overtake the worker's last log lines on their way to us
 
 
 @dataclass
@@ -68,6 +74,7 @@ class Operations:
         entry_for: Callable[[ModelSpec], dict[str, Any]],
         make_model: Callable[[ModelSpec, float, str], TorchServeModel],
         backend_up: Callable[[], bool],
+        load_failure: Callable[[str, str], str | None] = lambda name, version: None,
     ) -> None:
         self.registry = registry
         self.admin = admin
@@ -76,6 +83,7 @@ class Operations:
         self._entry_for = entry_for  # spec -> its TorchServe settings (config/properties.model_entry)
         self._make_model = make_model  # (spec, response timeout, TorchServe version) -> a served version
         self._backend_up = backend_up
+        self._load_failure = load_failure  # (name, TorchServe version) -> why its workers could not load
         self.registrations: dict[tuple[str, str], Registration] = {}
         self.lock = asyncio.Lock()
 
@@ -122,15 +130,57 @@ class Operations:
             self.registry.models[name].set_split(split)
 
     async def restore(self) -> None:
-        """Register every model in a freshly started TorchServe, as it was served; ready when all are."""
+        """Register every model in a freshly started TorchServe, as it was served; ready when all that load are.
+
+        All names at once: TorchServe starts their workers in parallel, so a restart takes about
+        as long as the slowest model, not as all of them."""
         async with self.lock:
-            for registration in self.registrations.values():
+            registrations = list(self.registrations.values())
+            for registration in registrations:
                 registration.model.ready = False
-                await self._register_in_torchserve(registration)
+                registration.model.failure = None
+            outcomes: dict[int, BaseException | None] = {}
+
+            async def register_versions(versions: list[Registration]) -> None:
+                for r in versions:  # one name's versions one after the other: TorchServe adds them to one entry
+                    try:
+                        await self._register_in_torchserve(r)
+                        outcomes[id(r)] = None
+                    except Exception as exc:
+                        outcomes[id(r)] = exc
+
+            names: dict[str, list[Registration]] = {}
+            for registration in registrations:
+                names.setdefault(registration.spec.name, []).append(registration)
+            await asyncio.gather(*(register_versions(versions) for versions in names.values()))
+            loaded = []
+            for registration, result in ((r, outcomes[id(r)]) for r in registrations):
+                if isinstance(result, ManagementError) and result.status in (500, 507):  # its workers failed
+                    await self._not_loaded(registration, result.message)
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    loaded.append(registration)
+            if registrations and not loaded:
+                raise ManagementError(500, "no model could be loaded: " + "; ".join(
+                    f"{r.spec.name} {r.spec.version}: {r.model.failure}" for r in registrations))
             for name, served in self.registry.models.items():
-                await self._set_default_in_torchserve(self.registrations[(name, served.default)])
-            for registration in self.registrations.values():
-                await self._wait_ready(registration)
+                default = self.registrations[(name, served.default)]
+                if default.model.failure is None:
+                    await self._set_default_in_torchserve(default)
+            await asyncio.gather(*(self._wait_ready(r) for r in loaded))
+
+    async def _not_loaded(self, r: Registration, answer: str) -> None:
+        """Keep ``r``, not ready, with the reason its workers could not load; one line in the log."""
+        deadline = time.monotonic() + _REASON_WAIT_S
+        reason = self._load_failure(r.spec.name, r.ts_version)
+        while reason is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            reason = self._load_failure(r.spec.name, r.ts_version)
+        r.model.failure = f"its workers could not load: {reason or answer}"
+        logger.error("model %s version %s is not served: its workers could not load: %s (its traceback is in "
+                     "TorchServe's lines above; the other models are served)", r.spec.name, r.spec.version,
+                     reason or answer)
 
     # -- TorchServe -------------------------------------------------------------------------
 
@@ -151,7 +201,7 @@ class Operations:
 
     def _check_room(self) -> None:
         if not self._backend_up():
-            raise ManagementError(503, "TorchServe is restarting: retry in a few seconds")
+            raise ManagementError(503, "TorchServe is restarting or not answering: retry in a few seconds")
         if len(self.registrations) >= self.limits.max_models:
             raise ManagementError(409, f"the server already serves {len(self.registrations)} model versions, "
                                        "its limit (TS_MAX_MODELS)")
@@ -190,7 +240,13 @@ class Operations:
     async def activate(self, r: Registration, make_default: bool = False) -> None:
         """Into TorchServe and READY, or nothing half-registered: out of TorchServe again, files gone."""
         try:
-            await self._register_in_torchserve(r)
+            try:
+                await self._register_in_torchserve(r)
+            except ManagementError as exc:
+                reason = self._load_failure(r.spec.name, r.ts_version) if exc.status in (500, 507) else None
+                if reason is not None:  # TorchServe's answer names no cause; its log does
+                    raise ManagementError(exc.status, f"{exc.message}: {reason}", exc.type) from None
+                raise
             await self._wait_ready(r)
             if make_default or r.spec.name not in self.registry.models:
                 await self._set_default_in_torchserve(r)

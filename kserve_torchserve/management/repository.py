@@ -99,6 +99,6 @@ class RepositoryExtension(ModelRepositoryExtension):  # type: ignore[misc]
 
     async def index(self, filter_ready: Optional[bool] = False) -> List[Dict[str, Any]]:
         rows = [{"name": m.name, "version": m.version, "state": "READY" if m.ready else "UNAVAILABLE",
-                 "reason": "" if m.ready else "its workers are not READY"}
+                 "reason": "" if m.ready else m.failure or "its workers are not READY"}
                 for m in self._operations.registry.versions()]
         return [row for row in rows if row["state"] == "READY" or not filter_ready]

@@ -43,6 +43,7 @@ class Management:
 def build_management(
     settings: Settings, client: TorchServeClient, work_root: Path, store_root: Path, storage_dir: Path | None,
     props: dict[str, str], backend_up: Callable[[], bool], latency_logging: bool, per_request: bool = True,
+    load_failure: Callable[[str, str], str | None] = lambda name, version: None,
 ) -> Management:
     """Everything that decides what is served, wired to one TorchServe client."""
     response_timeout = int(props["default_response_timeout"])
@@ -58,7 +59,7 @@ def build_management(
         registry, ModelAdmin(client, props["management_address"], settings.startup_timeout_s), store_root,
         Limits(settings.model_api.max_models, settings.grace_period_s),
         entry_for=lambda spec: model_entry(spec, settings.ts, response_timeout),
-        make_model=make_model, backend_up=backend_up,
+        make_model=make_model, backend_up=backend_up, load_failure=load_failure,
     )
     patterns = settings.model_api.allowed_urls
 

@@ -15,7 +15,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from ..backend.client import TorchServeClient
 from ..config.model_config import ModelSpec
-from ..errors import UpstreamError
+from ..errors import RETRY_AFTER_S, UpstreamError
 from . import codec
 
 # The request header that addresses one version (a versioned route sets it too), and the
@@ -50,6 +50,9 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         # worker (True), or one per row (False); benchmarks/README.md has the figures.
         self.per_request = per_request
         self.ready = False
+        # Why its workers could not load (TorchServe's words), when they could not: the model is
+        # then not ready, and not retried until TorchServe restarts.
+        self.failure: str | None = None
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -61,6 +64,15 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
 
     def stop(self) -> None:
         self.ready = False
+
+    def check_ready(self) -> None:
+        """UpstreamError(503) saying why, unless the model can take requests."""
+        if self.ready:
+            return
+        if self.failure is not None:
+            raise UpstreamError(503, f"model {self.name} is not served: {self.failure}")
+        raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting, restarting or not "
+                                 "answering; retry later", retry_after_s=RETRY_AFTER_S)
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait until no request is in flight (or ``timeout_s`` passed); True if drained."""
@@ -90,8 +102,7 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         into ``{"predictions": [...]}``: this process's work does not grow with the instances.
         A body over TorchServe's max_request_size is parsed and split across requests instead.
         """
-        if not self.ready:
-            raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
+        self.check_ready()
         if not self.per_request or not self.client.fits(len(body)):
             return codec.to_json(await self.predict(codec.parse_v1(body)))
         self.in_flight += 1
@@ -112,8 +123,7 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         return {"explanations": await self._send_rows(self._rows(payload), "explanations")}
 
     def _rows(self, payload: Union[Dict[str, Any], InferRequest]) -> list[codec.Row]:
-        if not self.ready:
-            raise UpstreamError(503, f"model {self.name} is not ready: TorchServe is starting or restarting")
+        self.check_ready()
         rows = codec.v2_rows(payload) if isinstance(payload, InferRequest) else codec.v1_rows(payload)
         if not self.per_request and len(rows) > self.max_rows:
             raise UpstreamError(

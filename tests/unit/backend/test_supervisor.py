@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 import pytest
 
-from kserve_torchserve.errors import TorchServeGaveUp, TorchServeStartError
+from kserve_torchserve.errors import TorchServeGaveUp, TorchServeStartError, UpstreamError
+from kserve_torchserve.backend.health import WORKER_RESTART_GRACE_S
 from kserve_torchserve.backend.supervisor import RestartPolicy, Supervisor, workers_ready
 
 
@@ -16,6 +18,7 @@ class FakeProcess:
         self.returncode: int | None = None
         self.exited = asyncio.Event()
         self.stopped = False
+        self.leftovers_killed = False
         self.exit_immediately = exit_immediately
 
     async def start(self) -> None:
@@ -35,19 +38,27 @@ class FakeProcess:
         self.stopped = True
         self.die(-15)
 
-    def last_lines(self) -> str:
-        return "last words"
+    async def kill_leftovers(self) -> None:
+        self.leftovers_killed = True
+
+    def last_lines(self, within_s: float | None = None) -> str:
+        return "last words" if within_s is None else "dying words"
 
 
 @dataclass
 class FakeClient:
     healthy: bool = True
     worker_status: str = "READY"
+    answering: bool = True
+    described: list[str] = field(default_factory=list)
 
     async def ping(self, timeout: float = 2.0) -> bool:
         return self.healthy
 
     async def describe(self, model: str, version: str | None = None, timeout: float = 5.0) -> list[dict[str, object]]:
+        self.described.append(model)
+        if not self.answering:  # a stopped JVM: the call runs into its deadline
+            raise UpstreamError(504, f"TorchServe did not answer in time about model {model}")
         return [{"minWorkers": 1, "workers": [{"status": self.worker_status}]}]
 
 
@@ -55,6 +66,7 @@ class FakeClient:
 class FakeModel:
     name: str
     ready: bool = False
+    failure: str | None = None
 
 
 @dataclass
@@ -182,16 +194,76 @@ async def test_failures_outside_the_window_are_forgiven() -> None:
     await run
 
 
-async def test_worker_states_are_followed_while_running() -> None:
-    backend = FakeClient()
-    supervisor, model = make([FakeProcess()], backend, Clock())
+async def test_a_model_without_ready_workers_stays_ready_while_torchserve_restarts_them() -> None:
+    """A crashed or timed-out worker comes back in seconds and TorchServe queues requests meanwhile:
+    readiness (and so every request) must not flap; only a model whose workers stay down loses it."""
+    backend, clock = FakeClient(), Clock()
+    supervisor, model = make([FakeProcess()], backend, clock)
     await supervisor.start()
     run = asyncio.ensure_future(supervisor.run())
-    backend.worker_status = "STOPPED"
-    await asyncio.sleep(0.1)
-    assert not model.ready
+    backend.worker_status = "UNLOADING"
+    await asyncio.sleep(0.05)
+    assert model.ready  # within the grace
+    clock.now += WORKER_RESTART_GRACE_S
+    await asyncio.sleep(0.05)
+    assert not model.ready  # down for longer than any restart takes
     backend.worker_status = "READY"
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.05)
     assert model.ready
+    await supervisor.stop()
+    await run
+
+
+async def test_torchserve_not_answering_drops_readiness_at_once_without_a_restart(
+        caplog: pytest.LogCaptureFixture) -> None:
+    backend, clock = FakeClient(), Clock()
+    first = FakeProcess()
+    supervisor, model = make([first], backend, clock)
+    await supervisor.start()
+    run = asyncio.ensure_future(supervisor.run())
+    with caplog.at_level(logging.WARNING, logger="kserve_torchserve.backend.supervisor"):
+        backend.answering = False  # SIGSTOP
+        await asyncio.sleep(0.05)
+        assert not model.ready and supervisor.up and supervisor.restarts == 0 and not first.stopped
+        assert not supervisor.available  # no model changes meanwhile
+        backend.answering = True  # SIGCONT
+        await asyncio.sleep(0.05)
+        assert model.ready and supervisor.restarts == 0 and supervisor.available
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("not answering" in line for line in lines) == 1  # once, however long it lasts
+    assert sum("answers again" in line for line in lines) == 1
+    await supervisor.stop()
+    await run
+
+
+async def test_a_model_that_could_not_load_is_left_out() -> None:
+    backend, clock = FakeClient(), Clock()
+    supervisor, model = make([FakeProcess()], backend, clock)
+    broken = FakeModel("broken", failure="its workers could not load: boom")
+    supervisor._models = lambda: [model, broken]
+    await supervisor.start()  # does not wait for it
+    run = asyncio.ensure_future(supervisor.run())
+    await asyncio.sleep(0.05)
+    assert model.ready and not broken.ready
+    assert "broken" not in backend.described  # never asked about
+    await supervisor.stop()
+    await run
+
+
+async def test_an_exit_is_reported_as_it_happened_and_leaves_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    first, second = FakeProcess(), FakeProcess()
+    supervisor, model = make([first, second], FakeClient(), clock)
+    await supervisor.start()
+    run = asyncio.ensure_future(supervisor.run())
+    with caplog.at_level(logging.ERROR, logger="kserve_torchserve.backend.supervisor"):
+        first.die(-9)
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if supervisor.restarts:
+                break
+    (line,) = [r.getMessage() for r in caplog.records if "exited" in r.getMessage()]
+    assert "killed by SIGKILL (signal 9)" in line and "dying words" in line and "last words" not in line
+    assert first.leftovers_killed
     await supervisor.stop()
     await run

@@ -1,7 +1,9 @@
-"""Start-up: defaults among versions, and traffic splits from TS_TRAFFIC_SPLIT or a model's config."""
+"""Start-up: defaults among versions, traffic splits from TS_TRAFFIC_SPLIT or a model's config, and models
+whose workers cannot load."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from kserve_torchserve.config.model_config import ModelSpec, read_model_config
 from kserve_torchserve.config.properties import model_entry
 from kserve_torchserve.config.settings import parse_ts_env
-from kserve_torchserve.errors import StartupError
+from kserve_torchserve.errors import ManagementError, StartupError
 from kserve_torchserve.management.operations import Limits, Operations
 from kserve_torchserve.management.registry import ModelRegistry
 from kserve_torchserve.serving.model import TorchServeModel
@@ -57,3 +59,60 @@ def test_a_split_from_the_environment_beats_the_models_config(tmp_path: Path) ->
 def test_a_bad_start_up_split_stops_start_up_with_one_line(splits: dict[str, Any], fragment: str) -> None:
     with pytest.raises(StartupError, match=fragment):
         operations().add_startup([spec("1.0"), spec("2.0")], splits)
+
+
+class FakeAdmin:
+    """TorchServe's management API as restore() uses it: the registration of ``broken`` fails to start workers."""
+
+    def __init__(self, broken: set[str]) -> None:
+        self.broken = broken
+        self.calls: list[tuple[str, str]] = []
+
+    async def register(self, file: str, name: str, version: str, *args: Any) -> None:
+        self.calls.append(("register", name))
+        if name in self.broken:
+            raise ManagementError(500, f"Failed to start workers for model {name} version: {version}")
+
+    async def set_default(self, name: str, version: str) -> None:
+        self.calls.append(("set_default", name))
+
+    async def wait_ready(self, name: str, version: str) -> None:
+        self.calls.append(("wait_ready", name))
+
+
+def restoring(broken: set[str]) -> tuple[Operations, FakeAdmin]:
+    admin = FakeAdmin(broken)
+    ops = operations()
+    ops.admin = admin  # type: ignore[assignment]
+    ops._load_failure = lambda name, version: "RuntimeError: weights missing" if name in broken else None
+    ops.add_startup([ModelSpec("good", "1.0", "good.mar", "h"), ModelSpec("broken", "1.0", "broken.mar", "h")], {})
+    return ops, admin
+
+
+async def test_a_model_that_cannot_load_is_kept_not_ready_with_its_reason_and_the_others_served(
+        caplog: pytest.LogCaptureFixture) -> None:
+    ops, admin = restoring({"broken"})
+    with caplog.at_level(logging.INFO, logger="kserve_torchserve.management.operations"):
+        await ops.restore()
+    good, broken = ops.registry.find("good"), ops.registry.find("broken")
+    assert good is not None and good.ready and good.failure is None
+    assert broken is not None and not broken.ready
+    assert broken.failure == "its workers could not load: RuntimeError: weights missing"
+    assert ("set_default", "broken") not in admin.calls and ("wait_ready", "broken") not in admin.calls
+    (line,) = [r.getMessage() for r in caplog.records]  # one line, naming the model and the cause
+    assert "model broken version 1.0 is not served" in line and "RuntimeError: weights missing" in line
+
+
+async def test_restore_fails_when_no_model_can_load() -> None:
+    ops, _ = restoring({"good", "broken"})
+    with pytest.raises(ManagementError, match="no model could be loaded: good 1.0: its workers could not load"):
+        await ops.restore()
+
+
+async def test_a_failure_is_forgotten_when_the_model_loads_again() -> None:
+    ops, admin = restoring({"broken"})
+    await ops.restore()
+    admin.broken.clear()  # fixed, e.g. a GPU that was busy at the first start
+    await ops.restore()  # a TorchServe restart tries it again
+    broken = ops.registry.find("broken")
+    assert broken is not None and broken.ready and broken.failure is None

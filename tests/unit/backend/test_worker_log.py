@@ -1,0 +1,33 @@
+"""Why a model's workers could not load, from TorchServe 0.12's log lines (as written there)."""
+
+from __future__ import annotations
+
+from kserve_torchserve.backend.worker_log import LoadFailures
+
+_W = "[INFO ] W-9001-broken_1.0-stdout MODEL_LOG - "
+
+
+def test_torchserves_own_words_name_the_cause() -> None:
+    failures = LoadFailures()
+    for text in ("Torch worker started.", "Failed to load model broken, exception cannot load: weights missing",
+                 "Traceback (most recent call last):", "RuntimeError: cannot load: weights missing",
+                 "Backend worker process died.", "RuntimeError: 500 - Unknown exception"):
+        failures.feed(_W + text)
+    assert failures.reason("broken", "1.0") == "cannot load: weights missing"
+    assert failures.reason("other", "1.0") is None
+
+
+def test_an_uncaught_error_is_the_last_exception_line() -> None:
+    failures = LoadFailures()
+    for text in ("Torch worker started.", "Traceback (most recent call last):",
+                 "ModuleNotFoundError: No module named 'transformers'", "RuntimeError: 500 - Unknown exception"):
+        failures.feed(_W + text)
+    assert failures.reason("broken", "1.0") == "ModuleNotFoundError: No module named 'transformers'"
+
+
+def test_a_new_attempt_forgets_the_old_one_and_other_lines_are_ignored() -> None:
+    failures = LoadFailures()
+    failures.feed(_W + "Failed to load model broken, exception first")
+    failures.feed(_W + "Torch worker started.")
+    failures.feed("[INFO ] main ModelServer - RuntimeError: not a worker line")
+    assert failures.reason("broken", "1.0") is None
