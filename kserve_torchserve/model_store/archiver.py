@@ -71,6 +71,26 @@ def check_eager(model: EagerModel) -> str:
     return str(answer["class"])
 
 
+def check_archive_weights(archives: list[Path]) -> None:
+    """Eager-mode archives' weights, checked with weights_only=True in one child; StartupError names the file.
+
+    TorchServe's BaseHandler unpickles an archive's serializedFile when a modelFile names the
+    class, so a pickle that runs code is refused here, before TorchServe sees the archive.
+    """
+    if not archives:
+        return
+    result = subprocess.run([sys.executable, "-m", eager_probe.__name__, "--archives", *map(str, archives)],
+                            capture_output=True, text=True, timeout=600)
+    lines = result.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise StartupError(f"checking the weights of {', '.join(a.name for a in archives)} failed: "
+                           f"{' '.join((result.stderr or result.stdout).split())[-300:]}") from None
+    if "error" in answer:
+        raise StartupError(str(answer["error"]))
+
+
 def build_mar(
     source: TorchScriptModel | EagerModel, name: str, version: str, config: ModelConfig, out_dir: Path
 ) -> tuple[Path, str]:
@@ -141,6 +161,9 @@ def with_version(archive: Path, version: str, out_dir: Path) -> Path:
     else:
         with zipfile.ZipFile(archive) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
             for info in src.infolist():
-                raw = src.read(info)
-                dst.writestr(info, _with_manifest_version(raw, version) if info.filename == MANIFEST else raw)
+                if info.filename == MANIFEST:
+                    dst.writestr(info, _with_manifest_version(src.read(info), version))
+                    continue
+                with src.open(info) as data, dst.open(info, "w") as out:  # weights may be gigabytes: streamed
+                    shutil.copyfileobj(data, out, 2**20)
     return target

@@ -6,29 +6,30 @@ Kinds, told apart by content where names can lie:
   (``--archive-format no-archive``);
 - TorchScript: a ``.pt``/``.pth`` zip with TorchScript's ``code/`` (torch.jit.save);
 - eager: a ``.pt``/``.pth`` that is not TorchScript, next to the ``model.py`` defining its class.
-Archives are checked before TorchServe unpacks them: no entry may leave the target
-directory (``..``, absolute paths, links).
+Archives are checked (``archive_checks``) before anything unpacks them, us or TorchServe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Union
+from typing import IO, Any, Callable, Iterator, Union
 
 import yaml
 
 from ..errors import StartupError
+from .archive_checks import check_tar, check_zip
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 WEIGHT_SUFFIXES = (".pt", ".pth")
 TGZ_SUFFIXES = (".tar.gz", ".tgz")
 HANDLER_FILE = "handler.py"
 MODEL_FILE = "model.py"
+_MAX_CONFIG_BYTES = 2**20  # a manifest or model-config.yaml: a few KiB; read whole, so capped
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ class Archive:
     def handler(self) -> str:
         return str(self.manifest["model"].get("handler", ""))
 
+    @property
+    def pickled_weights(self) -> str | None:
+        """The serialized file TorchServe's BaseHandler unpickles (torch.load): eager mode, with a modelFile."""
+        model = self.manifest["model"]
+        return str(model["serializedFile"]) if model.get("modelFile") and model.get("serializedFile") else None
+
 
 @dataclass(frozen=True)
 class TorchScriptModel:
@@ -64,44 +71,6 @@ class EagerModel:
 
 
 Source = Union[Archive, TorchScriptModel, EagerModel]
-
-
-def _unsafe_member(name: str) -> bool:
-    """An entry name that, joined to a target directory, would land outside it."""
-    path = PurePosixPath(name.replace("\\", "/"))
-    return path.is_absolute() or ".." in path.parts or (bool(path.parts) and ":" in path.parts[0])
-
-
-def check_zip(path: Path) -> zipfile.ZipFile:
-    """Open a zip, refusing entries that would escape the directory it is unpacked in."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        raise StartupError(f"{path} is not a valid zip archive: rebuild it (torch-model-archiver for .mar)") from None
-    for info in zf.infolist():
-        mode = info.external_attr >> 16
-        if _unsafe_member(info.filename) or stat.S_ISLNK(mode):
-            zf.close()
-            raise StartupError(
-                f"{path}: entry {info.filename!r} would be written outside the model directory "
-                "(absolute path, '..' or a link); rebuild the archive from plain files"
-            )
-    return zf
-
-
-def check_tar(path: Path) -> None:
-    """Refuse a tar whose entries are links, devices, or paths outside its directory."""
-    try:
-        with tarfile.open(path) as tf:
-            members = tf.getmembers()
-    except (tarfile.TarError, OSError):
-        raise StartupError(f"{path} is not a valid .tar.gz archive: rebuild it") from None
-    for member in members:
-        if _unsafe_member(member.name) or not (member.isfile() or member.isdir()):
-            raise StartupError(
-                f"{path}: entry {member.name!r} would be written outside the model directory or is not a "
-                "plain file (absolute path, '..', link or device); rebuild the archive from plain files"
-            )
 
 
 def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
@@ -123,6 +92,13 @@ def _parse_yaml(raw: bytes, where: str) -> dict[str, Any]:
     return data
 
 
+def _small(path: Path, name: str, size: int) -> None:
+    """The manifest and config are read whole: a few KiB, never the megabytes a hostile archive may claim."""
+    if size > _MAX_CONFIG_BYTES:
+        raise StartupError(f"{path}: {name} is {size} bytes, over the {_MAX_CONFIG_BYTES} a manifest or "
+                           "model config may take: rebuild the archive")
+
+
 def _archive(path: Path, read: Callable[[str], bytes | None]) -> Archive:
     raw = read(MANIFEST)
     if raw is None:
@@ -137,24 +113,61 @@ def _archive(path: Path, read: Callable[[str], bytes | None]) -> Archive:
 def read_archive(path: Path) -> Archive:
     """An archive's manifest and own config; StartupError names the file and the fix."""
     if path.is_dir():
-        return _archive(path, lambda name: (path / name).read_bytes() if (path / name).is_file() else None)
+        def read_file(name: str) -> bytes | None:
+            if not (path / name).is_file():
+                return None
+            _small(path, name, (path / name).stat().st_size)
+            return (path / name).read_bytes()
+
+        return _archive(path, read_file)
     if path.name.endswith(TGZ_SUFFIXES):
         check_tar(path)
         with tarfile.open(path) as tf:
-            files = {PurePosixPath(m.name).as_posix().lstrip("./"): m for m in tf.getmembers() if m.isfile()}
-            # model-archiver's tgz puts everything under a top folder named after the model
-            key = next((k for k in files if k == MANIFEST or k.endswith("/" + MANIFEST)), MANIFEST)
-            prefix = key[: -len(MANIFEST)]
+            files = _tar_files(tf)
 
             def read_member(name: str) -> bytes | None:
-                member = files.get(prefix + name)
+                member = files.get(name)
                 extracted = tf.extractfile(member) if member is not None else None
-                return extracted.read() if extracted is not None else None
+                if member is None or extracted is None:
+                    return None
+                _small(path, name, member.size)
+                return extracted.read()
 
             return _archive(path, read_member)
     with check_zip(path) as zf:
-        names = set(zf.namelist())
-        return _archive(path, lambda name: zf.read(name) if name in names else None)
+        def read_entry(name: str) -> bytes | None:
+            try:
+                info = zf.getinfo(name)
+            except KeyError:
+                return None
+            _small(path, name, info.file_size)
+            return zf.read(info)
+
+        return _archive(path, read_entry)
+
+
+def _tar_files(tf: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    """A TorchServe .tar.gz's files by their name in the model directory (model-archiver's tgz puts
+    everything under a top folder named after the model)."""
+    files = {PurePosixPath(m.name).as_posix().lstrip("./"): m for m in tf.getmembers() if m.isfile()}
+    key = next((k for k in files if k == MANIFEST or k.endswith("/" + MANIFEST)), MANIFEST)
+    prefix = key[: -len(MANIFEST)]
+    return {name[len(prefix):]: m for name, m in files.items() if name.startswith(prefix)}
+
+
+@contextlib.contextmanager
+def open_member(path: Path, name: str) -> Iterator[IO[bytes] | None]:
+    """One file of a TorchServe archive (.mar, .tar.gz or no-archive directory), as a stream; None if absent."""
+    if path.is_dir():
+        with contextlib.ExitStack() as stack:
+            yield stack.enter_context(open(path / name, "rb")) if (path / name).is_file() else None
+    elif path.name.endswith(TGZ_SUFFIXES):
+        with tarfile.open(path) as tf:
+            member = _tar_files(tf).get(name)
+            yield tf.extractfile(member) if member is not None else None
+    else:
+        with zipfile.ZipFile(path) as zf, contextlib.ExitStack() as stack:
+            yield stack.enter_context(zf.open(name)) if name in zf.namelist() else None
 
 
 def is_torchscript(path: Path) -> bool:

@@ -199,6 +199,8 @@ def build_model_store(
                 f"{candidate.version}: remove one, or name them apart with TS_LOAD_MODELS=name=file,..."
             )
         seen[key] = candidate.file_name
+    archiver.check_archive_weights(sorted({c.source.path for c in chosen
+                                           if isinstance(c.source, Archive) and c.source.pickled_weights}))
     store_dir.mkdir(parents=True, exist_ok=True)
     return ModelStore(store_dir, tuple(_place(c, store_dir) for c in chosen), user_properties)
 

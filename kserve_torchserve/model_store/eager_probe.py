@@ -5,7 +5,12 @@
 code and torch out of the server process, and a crash in user code out of start-up.
 TorchServe's BaseHandler imports model.py, requires exactly one class defined in it,
 builds it with no arguments and calls load_state_dict; weights load with
-weights_only=True, so a pickled whole module is refused here rather than in a worker.
+weights_only=True, so a pickled whole module, or a pickle that would run code, is refused
+here rather than unpickled in a worker.
+
+``... eager_probe --archives A.mar B.tar.gz`` checks the weights of archives in eager mode
+(a modelFile and a serializedFile, which BaseHandler unpickles) the same way, without
+running anything from the archive: ``{"class": ""}`` or ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -13,9 +18,15 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import re
+import shutil
 import sys
-from pathlib import Path
+import tempfile
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from ..errors import StartupError
+from .artifacts import open_member, read_archive
 
 
 def check(model_file: Path, weights: Path) -> str:
@@ -44,9 +55,9 @@ def check(model_file: Path, weights: Path) -> str:
         )
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception:
+    except Exception as exc:
         raise ValueError(
-            f"{weights} is not a state dict of tensors (a pickled whole model?): save "
+            f"{weights} is not a state dict of tensors ({_refusal(exc)}: a pickled whole model?): save "
             "torch.save(model.state_dict(), path), or TorchScript with torch.jit.save"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -64,11 +75,61 @@ def check(model_file: Path, weights: Path) -> str:
     return modules[0].__name__
 
 
+def _refusal(exc: Exception) -> str:
+    """What torch.load(weights_only=True) refused, in a few words (its own message is a page long)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]{1,100})", str(exc))
+    return f"torch.load(weights_only=True) refuses {found.group(1)}" if found else \
+        f"torch.load(weights_only=True) cannot load it: {type(exc).__name__}"
+
+
+def check_archive(archive: Path) -> None:
+    """ValueError unless the archive's eager weights load with weights_only=True (BaseHandler unpickles them).
+
+    Only a zip (torch.save) or a binary pickle can run code when torch.load reads it; other
+    files (safetensors, ...) are left to the handler. Storages go to the meta device: nothing
+    but the pickle is read, from a copy outside the archive (torch seeks back and forth, which
+    inside a compressed entry would decompress it again each time).
+    """
+    import torch
+
+    name = read_archive(archive).pickled_weights
+    if name is None:
+        return
+    if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+        raise ValueError(f"{archive.name}: its serializedFile must name a file inside the archive")
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = archive / name if archive.is_dir() else Path(tmp) / "weights"
+        if not archive.is_dir():
+            with open_member(archive, name) as source, open(weights, "wb") as out:
+                if source is None:  # TorchServe's worker reports a missing serialized file itself
+                    return
+                shutil.copyfileobj(source, out, 2**20)
+        if not weights.is_file():
+            return
+        with open(weights, "rb") as head:
+            magic = head.read(2)
+        if magic != b"PK" and magic[:1] != b"\x80":
+            return
+        try:
+            torch.load(weights, map_location="meta", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"{archive.name}: its serialized file {name} is more than a state dict of tensors ({_refusal(exc)}), "
+                "and TorchServe's handler would unpickle it, which can run code: save "
+                "torch.save(model.state_dict(), path) and rebuild the archive"
+            ) from None
+
+
 def main(argv: list[str]) -> int:
     result: dict[str, Any]
     try:
-        result = {"class": check(Path(argv[0]), Path(argv[1]))}
-    except ValueError as exc:
+        if argv[0] == "--archives":
+            for archive in argv[1:]:
+                check_archive(Path(archive))
+            result = {"class": ""}
+        else:
+            result = {"class": check(Path(argv[0]), Path(argv[1]))}
+    except (ValueError, StartupError) as exc:
         result = {"error": str(exc)}
     print(json.dumps(result))
     return 0 if "class" in result else 1

@@ -6,8 +6,10 @@
 - Remote schemes (s3://, gs://, http(s)://, Azure blob URLs, ...) go to
   kserve_storage. KServe's S3 variables are honoured as its storage initializer does:
   S3_ENDPOINT + S3_USE_HTTPS become AWS_ENDPOINT_URL when that is not set.
-- Every archive is checked before it is unpacked: no entry may leave the target
-  directory, and the unpacked size may not exceed a cap (a zip bomb stops here).
+- Every archive is checked before it is unpacked (artifacts.check_zip / check_tar): no
+  entry may leave the target directory, be a link, or expand past 100:1 beyond 16 MiB (a
+  zip bomb stops here), there are at most 10,000 entries, and the unpacked size may not
+  exceed a cap (--max_unpacked_bytes).
 - Progress is logged every few seconds for long downloads, and the total at the end.
 Errors are one line naming the URI (with any credentials in it removed) and the cause.
 """
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from .artifacts import MANIFEST, check_tar, check_zip
+from .archive_checks import check_tar, check_zip
+from .artifacts import MANIFEST
 from ..errors import ManagementError, StartupError
 from .url_policy import UrlPolicy
 
@@ -82,14 +85,13 @@ def s3_endpoint_from_kserve_env(env: dict[str, str]) -> str | None:
     return f"{scheme}://{endpoint}"
 
 
-def unpacked_size(path: Path, is_zip: bool) -> int:
-    """Bytes an archive expands to, after checking that no entry escapes (StartupError otherwise)."""
+def unpacked_size(path: Path, is_zip: bool, max_bytes: int | None = None) -> int:
+    """Bytes an archive expands to, after checking its entries (StartupError: escaping, too many, a bomb,
+    or over ``max_bytes``)."""
     if is_zip:
-        with check_zip(path) as zf:
+        with check_zip(path, max_bytes) as zf:
             return sum(info.file_size for info in zf.infolist())
-    check_tar(path)
-    with tarfile.open(path) as tf:
-        return sum(member.size for member in tf.getmembers())
+    return check_tar(path, max_bytes)
 
 
 @contextlib.contextmanager
@@ -105,13 +107,10 @@ def safe_unpacking(max_bytes: int) -> Iterator[None]:
     unpack: Callable[..., str] = original.__func__
 
     def checked(file_path: str, mimetype: str, target_dir: str | None = None) -> str:
-        path = Path(file_path)
-        size = unpacked_size(path, is_zip=mimetype == "application/zip")
-        if size > max_bytes:
-            raise StartupError(
-                f"archive {path.name} would expand to {size} bytes, over the cap of {max_bytes} "
-                "(--max_unpacked_bytes)"
-            )
+        try:
+            unpacked_size(Path(file_path), mimetype == "application/zip", max_bytes)
+        except StartupError as exc:  # fetch() names the URI; where the download landed is no business of a client
+            raise StartupError(str(exc).removeprefix(f"{file_path}: ")) from None
         return unpack(file_path, mimetype, target_dir)
 
     Storage._unpack_archive_file = staticmethod(checked)
@@ -234,7 +233,9 @@ def fetch(
         with redirects_checked(policy):
             return _fetch(uri, shown, download_dir, max_unpacked_bytes, progress_interval_s)
     except StartupError as exc:
-        raise StartupError(_one_line(f"storage URI {shown}: {exc}").replace(uri, shown)) from None
+        local = local_path(uri)
+        cause = str(exc).removeprefix(f"{local}: ") if local is not None else str(exc)  # said once is enough
+        raise StartupError(_one_line(f"storage URI {shown}: {cause}").replace(uri, shown)) from None
 
 
 def _fetch(uri: str, shown: str, download_dir: Path, max_unpacked_bytes: int, interval_s: float) -> Path:

@@ -25,7 +25,8 @@ import traceback
 from pathlib import Path, PurePosixPath
 
 from ..errors import StartupError
-from .artifacts import MANIFEST, TGZ_SUFFIXES, check_tar, check_zip, read_archive
+from .archive_checks import check_tar, check_zip
+from .artifacts import MANIFEST, TGZ_SUFFIXES, read_archive
 
 # This module's import name, also when it runs as __main__ (-m): what the child is started as.
 _MODULE = __spec__.name if __spec__ is not None else __name__

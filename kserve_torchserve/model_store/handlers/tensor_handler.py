@@ -45,6 +45,19 @@ class TensorHandler(BaseHandler):  # type: ignore[misc]
         super().initialize(context)
         logger.info("model on %s", self.device)
 
+    def _load_pickled_model(self, model_dir: str, model_file: str, model_pt_path: str | None) -> Any:
+        """TorchServe's loader, with the weights read by ``torch.load(weights_only=True)``.
+
+        BaseHandler calls ``torch.load`` without ``weights_only``: a pickle in the weights file
+        would run code wherever torch's default is not weights-only (torch < 2.6, or
+        TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1). The start-up check refuses such files too
+        (eager_probe); this keeps the worker safe on its own.
+        """
+        model = super()._load_pickled_model(model_dir, model_file, None)  # the class, no weights yet
+        if model_pt_path:
+            model.load_state_dict(torch.load(model_pt_path, map_location=self.device, weights_only=True))
+        return model
+
     def preprocess(self, data: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
         rows = []
         for row in data:

@@ -216,3 +216,79 @@ def test_tar_slip_is_refused(tmp_path: Path, kind: str) -> None:
     with pytest.raises(StartupError, match="would be written outside the model directory or is not a plain file"):
         build_model_store(tmp_path, tmp_path / "store")
     assert not os.path.exists(tmp_path.parent / "evil")
+
+
+# -- weights that would run code when unpickled (eager_probe.check_archive) -------------------
+
+class RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def _eager_archive(out: Path, weights: Path, fmt: str, name: str = "eager") -> Path:
+    from model_archiver.model_archiver_config import ModelArchiverConfig
+    from model_archiver.model_packaging import generate_model_archive
+
+    out.mkdir(parents=True, exist_ok=True)
+    (weights.parent / "model.py").write_text(EAGER_MODEL)
+    generate_model_archive(ModelArchiverConfig(
+        model_name=name, version="1.0", model_file=str(weights.parent / "model.py"), serialized_file=str(weights),
+        handler="image_classifier", export_path=str(out), force=True, archive_format=fmt))  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["default", "tgz", "no-archive"])
+def test_code_running_weights_in_an_eager_archive_are_refused(tmp_path: Path, fmt: str) -> None:
+    marker = tmp_path / "ran"
+    (tmp_path / "src").mkdir()
+    torch.save({"linear.weight": torch.zeros(1), "x": RunsCode(marker)}, tmp_path / "src" / "w.pth")
+    store = _eager_archive(tmp_path / "store", tmp_path / "src" / "w.pth", fmt)
+    with pytest.raises(StartupError, match=r"its serialized file w.pth is more than a state dict of tensors "
+                                           r"\(torch.load\(weights_only=True\) refuses exec\)"):
+        build_model_store(store, tmp_path / "built")
+    assert not marker.exists()
+
+
+def test_eager_archives_with_plain_weights_pass(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    torch.save({"linear.weight": torch.zeros(10, 784), "linear.bias": torch.zeros(10)}, tmp_path / "a" / "w.pth")
+    _eager_archive(tmp_path / "store", tmp_path / "a" / "w.pth", "default")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "w.safetensors").write_bytes(b"{}not a pickle")  # left to its handler
+    _eager_archive(tmp_path / "store", tmp_path / "b" / "w.safetensors", "default", name="other")
+    assert sorted(s.name for s in build_model_store(tmp_path / "store", tmp_path / "built").specs) == ["eager", "other"]
+
+
+def test_code_running_legacy_format_weights_are_refused(tmp_path: Path) -> None:
+    """torch's pre-1.6 (non-zip) format is a plain pickle stream: refused the same way."""
+    marker = tmp_path / "ran"
+    src = eager_dir(tmp_path / "e")
+    torch.save({"linear.weight": torch.zeros(1), "x": RunsCode(marker)}, src / "model.pth",
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(StartupError, match=r"model.pth is not a state dict of tensors \(torch.load\(weights_only=True\) "
+                                           r"refuses exec"):
+        build_model_store(src, tmp_path / "store")
+    assert not marker.exists()
+
+
+def test_an_oversized_manifest_is_refused_unread(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "x.mar", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": "x"}, "pad": " " * 2**21}))
+    with pytest.raises(StartupError, match=r"MAR-INF/MANIFEST.json is \d+ bytes, over the 1048576 a manifest"):
+        build_model_store(tmp_path, tmp_path / "store")
+
+
+@pytest.mark.parametrize("fmt", ["default", "tgz", "no-archive"])
+def test_open_member_reads_a_file_of_any_archive_format(tmp_path: Path, fmt: str) -> None:
+    from kserve_torchserve.model_store.artifacts import open_member, read_archive
+
+    archive = build_mar(ASSETS / "sleepy_handler.py", "m", tmp_path / "store", archive_format=fmt)
+
+    with open_member(archive, "sleepy_handler.py") as member:
+        assert member is not None and b"def" in member.read()
+    with open_member(archive, "missing.bin") as member:
+        assert member is None
+    assert read_archive(archive).pickled_weights is None  # no modelFile: nothing BaseHandler unpickles

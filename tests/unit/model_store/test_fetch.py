@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -61,3 +63,26 @@ def test_s3_endpoint_from_kserve_variables() -> None:
     assert s3_endpoint_from_kserve_env({"S3_ENDPOINT": "s3.example.com"}) == "https://s3.example.com"
     assert s3_endpoint_from_kserve_env({"S3_ENDPOINT": "x", "AWS_ENDPOINT_URL": "http://y"}) is None
     assert s3_endpoint_from_kserve_env({}) is None
+
+
+def test_a_local_bomb_is_refused_naming_the_uri_once_and_the_entry(tmp_path: Path) -> None:
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tf:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 20 * 2**20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    with pytest.raises(StartupError) as info_:
+        fetch(str(tmp_path / "model.tar.gz"), tmp_path / "download")
+    message = str(info_.value)
+    assert message.startswith(f"storage URI {tmp_path}/model.tar.gz: entry 'zeros.bin' expands "), message
+    assert message.count(str(tmp_path)) == 1 and not (tmp_path / "download").exists()
+
+
+def test_a_tar_over_the_cap_is_refused_before_unpacking(tmp_path: Path) -> None:
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tf:
+        for name in ("a.bin", "b.bin"):
+            info = tarfile.TarInfo(name)
+            info.size = 4096
+            tf.addfile(info, io.BytesIO(os.urandom(4096)))
+    with pytest.raises(StartupError, match=r"would expand to more than 5000 bytes \(at entry 'b.bin'\)"):
+        fetch(str(tmp_path / "model.tar.gz"), tmp_path / "download", max_unpacked_bytes=5000)
+    assert not list((tmp_path / "download").rglob("*.bin"))
