@@ -20,7 +20,7 @@
 #   TORCH_INDEX     where torch and torchvision come from; default
 #                   https://download.pytorch.org/whl/${TORCH_VARIANT}.
 #   TORCH_PACKAGES  "torch torchvision" (pin both together, e.g.
-#                   "torch==2.5.1 torchvision==0.20.1"); installed first, from TORCH_INDEX
+#                   "torch==2.6.0 torchvision==0.21.0"); installed first, from TORCH_INDEX
 #                   (PyPI's x86_64 torch is the CUDA build), and kept by the package's install.
 #   TORCH_FIND_LINKS  optional directory (or URL) of torch wheels, e.g. mounted into the build.
 #   PIP_*           pip settings for the build stage only (mirror, CA bundle, constraints,

@@ -37,9 +37,17 @@ def pixels(row: dict[str, Any]) -> list[float]:
         and len(value) == PIXELS
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
-        shown = repr(value)[:60]
-        raise PredictionException(f"expected a list of {PIXELS} numbers (pixel values 0-16), got {shown}", 400)
+        raise PredictionException(f"expected a list of {PIXELS} numbers (pixel values 0-16), got {_described(value)}",
+                                  400)
     return value
+
+
+def _described(value: Any) -> str:
+    """What the instance was, never the instance itself (answers must not echo input)."""
+    if isinstance(value, list):
+        numbers = sum(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        return f"a list of {len(value)} values ({numbers} of them numbers)"
+    return "no JSON" if value is None else f"a JSON {type(value).__name__}"
 
 
 class DigitsHandler(BaseHandler):  # type: ignore[misc]
