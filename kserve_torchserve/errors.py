@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
 
@@ -88,3 +90,14 @@ class ManagementError(Exception):
 
     def body(self) -> dict[str, object]:
         return {"code": self.status, "type": self.type, "message": self.message}
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def shown(value: object) -> str:
+    """A client's value for an error message: quoted when it is a plain name (what a user needs
+    to see which one was wrong), else only described, so a message never carries arbitrary input."""
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        return repr(value)
+    return "the one given" if isinstance(value, str) else f"a {type(value).__name__}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,3 +130,22 @@ class Server:
                 except psutil.Error:
                     pass
             self._log.close()
+
+
+# Prometheus text format: what each metric type's samples may be named (name plus suffix).
+_SUFFIXES = {"counter": ("",), "gauge": ("",), "untyped": ("",), "histogram": ("_bucket", "_count", "_sum"),
+             "summary": ("", "_count", "_sum")}
+
+
+def undeclared(text: str) -> list[str]:
+    """Sample lines not named as the # TYPE line above them declares (name plus its type's suffixes)."""
+    problems, declared = [], None
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            declared = (name, kind)
+        elif line and not line.startswith("#"):
+            sample = re.match(r"[^{\s]+", line).group(0)  # type: ignore[union-attr]
+            if declared is None or sample not in {declared[0] + s for s in _SUFFIXES[declared[1]]}:
+                problems.append(line)
+    return problems

@@ -45,8 +45,10 @@ from .sources import Sources
 logger = logging.getLogger(__name__)
 
 _MAX_BODY = 64 * 1024  # parameters only: models come by url
-_INT_PARAMS = {"batch_size": 1, "max_batch_delay": 0, "initial_workers": 1, "response_timeout": 1,
-               "min_worker": 1, "max_worker": 1}
+# (lowest, highest) for each integer parameter. The highest bounds what one key holder can make
+# TorchServe do: each worker is a process with its own copy of the model.
+_INT_PARAMS = {"batch_size": (1, 4096), "max_batch_delay": (0, 600_000), "initial_workers": (1, 64),
+               "response_timeout": (1, 86_400), "min_worker": (1, 64), "max_worker": (1, 64)}
 _PAGE = 100
 Endpoint = Callable[..., Awaitable[Any]]
 
@@ -100,8 +102,9 @@ def integer(params: dict[str, str], name: str) -> int | None:
         value = int(raw)
     except ValueError:
         value = None
-    if value is None or value < _INT_PARAMS[name]:
-        raise ManagementError(400, f"{name} must be an integer >= {_INT_PARAMS[name]}")
+    low, high = _INT_PARAMS[name]
+    if value is None or not low <= value <= high:
+        raise ManagementError(400, f"{name} must be an integer from {low} to {high}")
     return value
 
 

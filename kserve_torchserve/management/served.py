@@ -22,7 +22,7 @@ import kserve
 from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from ..errors import UpstreamError
+from ..errors import UpstreamError, shown
 from ..serving.metrics import ROLLBACKS, SHADOW_COPIES, VERSION_LATENCY, VERSION_REQUESTS
 from ..serving.model import VERSION_HEADER, TorchServeModel
 from . import traffic
@@ -108,7 +108,7 @@ class ServedModel(kserve.Model):  # type: ignore[misc]
         wanted = traffic.choose(self.split, self.default, headers, explicit, self._random)
         model = self.versions.get(wanted)
         if model is None:
-            raise UpstreamError(404, f"model {self.name} has no version {wanted!r}: versions are "
+            raise UpstreamError(404, f"model {self.name} has no version {shown(wanted)}: versions are "
                                      f"{', '.join(sorted(self.versions))}")
         return model
 

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from ..errors import ManagementError, StartupError
+from ..errors import ManagementError, StartupError, shown
 from ..model_store.url_policy import UrlPolicy
 
 Fetch = Callable[[str, Path, tuple[str, ...]], Awaitable[Path]]  # (url, download dir, allow-list) -> local path
@@ -47,7 +47,7 @@ class Sources:
         """The artifact behind ``url``, local; ManagementError 400/403/404 before any fetch, 400 if it fails."""
         if "/" not in url and ":" not in url:  # a file name in the model store: TorchServe's own convention
             if url.startswith(".") or not (self.store_root / url).exists():
-                raise ManagementError(404, f"no archive named {url} in the model store", "ModelNotFoundException")
+                raise ManagementError(404, f"no archive named {shown(url)} in the model store", "ModelNotFoundException")
             return self.store_root / url
         self._policy.check(url)
         try:

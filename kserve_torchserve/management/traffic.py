@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import ManagementError
+from ..errors import ManagementError, shown
 
 _HEADER = re.compile(r"[A-Za-z0-9-]{1,64}")
 Random = Callable[[], float]  # uniform in [0, 1)
@@ -97,10 +97,10 @@ def _percentages(raw: Any, what: str, versions: set[str]) -> dict[str, int]:
         raise ManagementError(400, f"{what} must be an object of version -> integer percent")
     for version, percent in raw.items():
         if version not in versions:
-            raise ManagementError(400, f"{what}: version {version!r} is not served (versions: "
+            raise ManagementError(400, f"{what}: version {shown(version)} is not served (versions: "
                                        f"{', '.join(sorted(versions))})")
         if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-            raise ManagementError(400, f"{what}: version {version} has {percent!r}: expected an integer 0-100")
+            raise ManagementError(400, f"{what}: version {version} has {shown(percent)}: expected an integer 0-100")
     return dict(raw)
 
 

@@ -21,6 +21,7 @@ to ``MAX_MESSAGE`` characters, so an error answer stays under 4 KB.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
 import orjson
@@ -92,6 +93,15 @@ def validation_message(errors: Sequence[Mapping[str, Any]], body: Any = None) ->
     return f"invalid v2 request: {where or 'body'}: {logs.clean(str(first.get('msg', 'invalid')))}{more}"
 
 
+# kserve's words for an unknown model carry the name from the URL: kept only when it is a plain
+# name (or "name (version v)"), so the answer never repeats arbitrary input.
+_NOT_FOUND = re.compile(r"Model with name ([A-Za-z0-9_.() -]{1,160}) does not exist\.")
+
+
+def _not_found(message: str) -> str:
+    return message if _NOT_FOUND.fullmatch(message) else "Model with that name does not exist."
+
+
 def status_and_message(exc: BaseException) -> tuple[int, str, bool]:
     """(HTTP status, message for the client, whether the failure is a bug) for any exception."""
     if isinstance(exc, UpstreamError):
@@ -104,6 +114,8 @@ def status_and_message(exc: BaseException) -> tuple[int, str, bool]:
         if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSED:  # FastAPI's words for any parser failure
             return 400, "request body is not valid JSON: not UTF-8, or nested too deep", False
         return exc.status_code, str(exc.detail), False
+    if isinstance(exc, ModelNotFound):
+        return 404, _not_found(str(exc)), False
     for kind, status in _KNOWN:
         if isinstance(exc, kind):
             return status, str(exc), False

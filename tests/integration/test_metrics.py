@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import time
@@ -17,7 +16,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import ASSETS, ROOT, Server, build_mar, http
+from tests.helpers import ASSETS, ROOT, Server, build_mar, http, undeclared
 
 EXAMPLE = ROOT / "examples" / "custom_metrics"
 
@@ -95,22 +94,6 @@ def test_counters_move_by_good_and_bad_predictions(server: Server) -> None:
     assert value(after, "Requests4XX") - value(before, "Requests4XX") == bad
 
 
-_SUFFIXES = {"counter": ("",), "gauge": ("",), "untyped": ("",), "histogram": ("_bucket", "_count", "_sum"),
-             "summary": ("", "_count", "_sum")}
-
-
-def undeclared(text: str) -> list[str]:
-    """Sample lines not named as the # TYPE line above them declares (name plus its type's suffixes)."""
-    problems, declared = [], None
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ", 3)
-            declared = (name, kind)
-        elif line and not line.startswith("#"):
-            sample = re.match(r"[^{\s]+", line).group(0)  # type: ignore[union-attr]
-            if declared is None or sample not in {declared[0] + s for s in _SUFFIXES[declared[1]]}:
-                problems.append(line)
-    return problems
 
 
 def test_every_family_parses_with_its_declared_type(server: Server) -> None:

@@ -77,3 +77,11 @@ def test_an_error_answer_is_one_format_and_small() -> None:
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert json.loads(bytes(response.body)) == {"error": "queue full"}
     assert response.headers["content-type"] == "application/json"
+
+
+def test_an_unknown_model_is_named_only_when_the_name_is_plain() -> None:
+    from kserve.errors import ModelNotFound
+
+    assert errors.status_and_message(ModelNotFound("digits"))[:2] == (404, "Model with name digits does not exist.")
+    assert errors.status_and_message(ModelNotFound("digits (version 9.9)"))[1].endswith("(version 9.9) does not exist.")
+    assert errors.status_and_message(ModelNotFound("<img src=x>"))[1] == "Model with that name does not exist."

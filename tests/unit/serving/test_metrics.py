@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -10,6 +9,7 @@ import pytest
 from kserve_torchserve.serving.metrics import (CountRequests, MetricsScraper, RequestCounters, exposition, merge,
                                                torchserve_families)
 from kserve_torchserve.backend.ports import free_ports
+from tests.helpers import undeclared
 
 
 def _families(text: str) -> list:  # type: ignore[type-arg]
@@ -87,22 +87,6 @@ Requests2XX{Level="Host",Hostname="vm",} 5.0
 # TYPE HandlerTime gauge
 HandlerTime{ModelName="digits",Level="Model",Hostname="vm",} 154.08
 """
-_SUFFIXES = {"counter": ("",), "gauge": ("",), "untyped": ("",), "histogram": ("_bucket", "_count", "_sum"),
-             "summary": ("", "_count", "_sum")}
-
-
-def undeclared(text: str) -> list[str]:
-    """Sample lines not named as the # TYPE line above them declares (name plus its type's suffixes)."""
-    problems, declared = [], None
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ", 3)
-            declared = (name, kind)
-        elif line and not line.startswith("#"):
-            sample = re.match(r"[^{\s]+", line).group(0)  # type: ignore[union-attr]
-            if declared is None or sample not in {declared[0] + s for s in _SUFFIXES[declared[1]]}:
-                problems.append(line)
-    return problems
 
 
 def test_torchserve_counters_keep_their_names_and_types() -> None:
