@@ -9,7 +9,11 @@ first, from its directory (zip) or its headers (tar), never by unpacking it:
 - at most 10,000 entries (a model needs tens; 100,000 empty ones cost minutes and inodes);
 - no zip bomb: past 16 MiB, an entry (of a zip) or the stream (of a .tar.gz) may expand at
   most 100-fold; weights pack about 1.1:1, text 10:1, a bomb 1000:1 (deflate's best);
-- optionally a cap on the whole (``--max_unpacked_bytes`` for storage archives).
+- optionally a cap on the whole (``--max_unpacked_bytes`` for storage archives);
+- a zip's local headers say what its central directory says, entry for entry, with nothing
+  before, between or after them: Python reads a zip from its directory, TorchServe's Java
+  (``ZipInputStream``) from the local headers in order, so an archive that tells the two
+  different stories could pass our checks and unpack something else there.
 
 A refusal is one StartupError naming the archive, the entry (quoted, escaped, at most 120
 characters: the user needs it, nothing more of the input) and the limit.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import gzip
 import io
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -63,11 +68,53 @@ def _over_cap(path: Path, size: int, max_bytes: int) -> StartupError:
                         "(--max_unpacked_bytes)")
 
 
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")  # a zip local file header, 30 bytes
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+_DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
+_UNKNOWN_SIZE = 0xFFFFFFFF  # zip64 or a data descriptor: the size is elsewhere
+
+
+def _local_headers_agree(zf: zipfile.ZipFile, path: Path) -> None:
+    """Each directory entry's local header, in file order, names the same entry, and together they
+    tile the file from byte 0 to the directory (no hidden local entry a streaming reader would
+    unpack). StartupError naming the first entry where the two disagree."""
+    fp = zf.fp
+    assert fp is not None
+    offset = 0
+    for info in sorted(zf.infolist(), key=lambda i: i.header_offset):
+        if info.header_offset != offset:
+            raise _two_stories(path, info.filename)
+        fp.seek(offset)
+        header = fp.read(_LOCAL.size)
+        if len(header) < _LOCAL.size:
+            raise _two_stories(path, info.filename)
+        signature, _, flags, method, _, _, _, packed, _, name_len, extra_len = _LOCAL.unpack(header)
+        name = fp.read(name_len)
+        central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        if (signature != _LOCAL_SIGNATURE or name != central_name or method != info.compress_type
+                or packed not in (info.compress_size, 0, _UNKNOWN_SIZE)):
+            raise _two_stories(path, info.filename)
+        offset += _LOCAL.size + name_len + extra_len + info.compress_size
+        if flags & 0x08:  # a data descriptor follows the data: crc and sizes, maybe signed, maybe zip64
+            fp.seek(offset)
+            signed = fp.read(4) == _DESCRIPTOR_SIGNATURE
+            offset += (4 if signed else 0) + (20 if info.file_size >= _UNKNOWN_SIZE else 12)
+    if offset != zf.start_dir:  # type: ignore[attr-defined]
+        raise StartupError(f"{path}: data between its last entry and its directory that the directory does not "
+                           "list; rebuild the archive with a standard zip tool")
+
+
+def _two_stories(path: Path, name: str) -> StartupError:
+    return StartupError(f"{path}: entry {shown(name)} is stored differently from how the archive's directory "
+                        "lists it (a hidden or renamed entry); rebuild the archive with a standard zip tool")
+
+
 def check_zip(path: Path, max_bytes: int | None = None) -> zipfile.ZipFile:
     """Open a zip, refusing entries that would escape the directory it is unpacked in, and bombs.
 
-    Everything is read from the central directory: nothing is decompressed. The sizes it
-    declares are the sizes Python's zipfile writes (it stops there and checks the CRC).
+    Everything is read from the central directory and the local headers: nothing is
+    decompressed. The sizes it declares are the sizes Python's zipfile writes (it stops
+    there and checks the CRC).
     """
     try:
         zf = zipfile.ZipFile(path)
@@ -88,6 +135,7 @@ def check_zip(path: Path, max_bytes: int | None = None) -> zipfile.ZipFile:
         size = sum(info.file_size for info in infos)
         if max_bytes is not None and size > max_bytes:
             raise _over_cap(path, size, max_bytes)
+        _local_headers_agree(zf, path)
     except StartupError:
         zf.close()
         raise

@@ -13,6 +13,7 @@ import os
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,73 @@ def test_a_corrupt_tar_is_one_clear_error(tmp_path: Path) -> None:
 def test_entry_names_are_shown_escaped_and_short() -> None:
     assert archive_checks.shown("a\x1b[1mb\n") == "'a\\x1b[1mb\\n'"
     assert archive_checks.shown("x" * 500) == repr("x" * 120 + "...")
+
+
+# -- a zip read two ways: Python's directory vs TorchServe's local headers (ZipInputStream) -------
+
+def test_an_ordinary_zip_with_data_descriptors_agrees(tmp_path: Path) -> None:
+    """What streaming writers (and Java's jar) produce: sizes after the data, not in the header."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(_Unseekable(buffer), "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("MAR-INF/MANIFEST.json", "{}")
+        with zf.open("model.py", "w") as entry:
+            entry.write(b"x = 1\n" * 1000)
+    path = tmp_path / "streamed.mar"
+    path.write_bytes(buffer.getvalue())
+    with zipfile.ZipFile(path) as zf:
+        assert any(info.flag_bits & 0x08 for info in zf.infolist())
+    archive_checks.check_zip(path).close()
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self, target: io.BytesIO) -> None:
+        self.target = target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return self.target.write(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_renamed_local_header_is_refused_naming_the_entry(tmp_path: Path) -> None:
+    path = _manifest_zip(tmp_path / "renamed.mar", {"harmless.py": b"x = 1\n"})
+    data = path.read_bytes()
+    local = data.index(b"harmless.py")  # the first occurrence is the local header's name
+    path.write_bytes(data[:local] + b"../evil.py" + data[local + len("../evil.py"):])  # same length
+    with zipfile.ZipFile(path) as zf:  # the directory still says harmless.py
+        assert "harmless.py" in zf.namelist()
+    with pytest.raises(StartupError, match="entry 'harmless.py' is stored differently"):
+        archive_checks.check_zip(path)
+
+
+def test_a_local_entry_the_directory_does_not_list_is_refused(tmp_path: Path) -> None:
+    """Prepended entries: Python skips them (it adjusts offsets), a streaming reader unpacks them."""
+    hidden = _manifest_zip(tmp_path / "hidden.zip", {"handler.py": b"import os\n"}).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(hidden)) as zf:
+        local_section = hidden[:zf.start_dir]  # type: ignore[attr-defined]
+    visible = _manifest_zip(tmp_path / "visible.zip", {"model.py": b"x = 1\n"}).read_bytes()
+    path = tmp_path / "two-stories.mar"
+    path.write_bytes(local_section + visible)
+    with zipfile.ZipFile(path) as zf:
+        assert "handler.py" not in zf.namelist()  # Python does not see it
+    with pytest.raises(StartupError, match="is stored differently"):
+        archive_checks.check_zip(path)
+
+
+def test_bytes_between_the_last_entry_and_the_directory_are_refused(tmp_path: Path) -> None:
+    path = _manifest_zip(tmp_path / "gap.mar", {"model.py": b"x = 1\n"})
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as zf:
+        start = zf.start_dir  # type: ignore[attr-defined]
+    # A whole local entry slipped in before the directory; zipfile finds the directory from the end.
+    extra = _manifest_zip(tmp_path / "extra.zip", {"evil.py": b"import os\n"}).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(extra)) as zf:
+        slipped = extra[:zf.start_dir]  # type: ignore[attr-defined]
+    moved = data[start:-22] + data[-22:-6] + (start + len(slipped)).to_bytes(4, "little") + data[-2:]
+    path.write_bytes(data[:start] + slipped + moved)  # the directory's offset now points past it
+    with pytest.raises(StartupError, match="data between its last entry and its directory"):
+        archive_checks.check_zip(path)
