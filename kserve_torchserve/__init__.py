@@ -2,7 +2,8 @@
 
 Layers, lowest first; each imports only those below it (an import-linter contract in
 setup.cfg, run by the tests, keeps it so): ``errors`` < ``config`` < ``model_store`` <
-``backend`` < ``serving`` < ``management`` < the program (``server``, ``__main__``).
+``backend`` < ``serving`` < ``management`` < the program: ``summary`` (the start-up block),
+``server`` (the lifecycle) and ``check`` (start-up short of serving), then ``__main__``.
 """
 
 __version__ = "0.1.0"

@@ -30,14 +30,12 @@ from kserve.model_server import app as kserve_app
 
 from .backend.auth import TokenSource
 from .backend.client import TorchServeClient
-from .backend.ports import free_ports
+from .backend.configure import write_config
 from .backend.process import Layout, TorchServeProcess
 from .backend.supervisor import RestartPolicy, Supervisor
 from .backend.worker_log import LoadFailures
 from .config.cpus import threads_per_worker
-from .config.log4j2 import render_log4j2
-from .config.metrics_yaml import merged_metrics_config, torchserve_default, user_metrics_file
-from .config.properties import LOOPBACK, Ports, effective_properties, render_properties
+from .config.properties import LOOPBACK
 from .config.settings import Settings
 from .errors import ManagementError, StartupError, TorchServeGaveUp, UpstreamError
 from .management.service import Management, build_management
@@ -49,6 +47,7 @@ from .serving.rest import (
     LeanRESTServer, TorchServeDataPlane, management_error_handler, per_request_logging, upstream_error_handler,
 )
 from .serving.rest_fastpath import FastPath
+from .summary import summary
 
 logger = logging.getLogger(__name__)
 
@@ -116,28 +115,15 @@ class Server:
             build_model_store, storage_dir, layout.model_store, settings.model_name, settings.ts.load_models,
             settings.allow_no_models,
         )
-        user_text = ""
-        for path in (store.user_properties, settings.ts.config_file):
-            if path is not None:
-                user_text += path.read_text() + "\n"
-        layout.create()
-        ports = Ports(*free_ports(5))
         per_request = not settings.request_per_instance
-        props = effective_properties(settings.ts, ports, str(layout.model_store), user_text, envelope=per_request)
-        user_metrics = user_metrics_file(storage_dir)
-        if user_metrics is not None and "metrics_config" not in props:
-            props["metrics_config"] = str(
-                merged_metrics_config(torchserve_default(), user_metrics, layout.root / "metrics.yaml")
-            )
-        layout.config_file.write_text(render_properties(props))
-        layout.log_config.write_text(render_log4j2(settings.ts.log_level))
+        props = write_config(settings.ts, layout, store, storage_dir, envelope=per_request)
         tokens = TokenSource(
             layout.key_file,
             props["management_address"],
             enabled=props.get("disable_token_authorization", "false").strip().lower() != "true",
         )
         client = TorchServeClient(
-            f"{LOOPBACK}:{ports.grpc_inference}", f"{LOOPBACK}:{ports.grpc_management}", tokens,
+            f"{LOOPBACK}:{props['grpc_inference_port']}", f"{LOOPBACK}:{props['grpc_management_port']}", tokens,
             inference_url=props["inference_address"], max_request_bytes=int(props["max_request_size"]),
         )
         load_failures = LoadFailures()  # why a model's workers could not load, from TorchServe's lines
@@ -169,8 +155,8 @@ class Server:
         )
         try:
             await supervisor.start()
-            await self._log_summary(client, management, props,
-                                    os.environ.get("OMP_NUM_THREADS", str(torch_threads)))
+            logger.info("%s", await summary(settings, client, management, props,
+                                            os.environ.get("OMP_NUM_THREADS", str(torch_threads))))
         except BaseException:
             await supervisor.stop()
             await client.close()
@@ -179,37 +165,6 @@ class Server:
         self.metrics_url = props["metrics_address"]
         # The front refuses bodies TorchServe would refuse, before reading them (TS_* or config.properties).
         self.max_request_bytes = int(props["max_request_size"])
-
-    async def _log_summary(self, client: TorchServeClient, management: Management, props: dict[str, str],
-                           threads: str) -> None:
-        """One block at start-up with what is being served, and how."""
-        import ts.version
-
-        settings = self.settings
-        lines = [
-            f"kserve-torchserve serving {settings.storage_uri} with TorchServe {ts.version.__version__}",
-            f"  ports: http {settings.http_port}, grpc {settings.grpc_port if settings.enable_grpc else 'off'}"
-            f" (TorchServe on loopback: {props['inference_address']}, grpc {props['grpc_inference_port']})",
-            f"  number_of_gpu={props['number_of_gpu']}, torch threads per worker={threads}",
-            f"  model management API: {'on' if settings.model_api.enabled else 'off'}, repository extension: "
-            f"{'on' if settings.model_api.repository else 'off'}",
-        ]
-        for r in management.operations.registrations.values():
-            (description, *_) = await client.describe(r.spec.name, r.ts_version) or [{}]
-            workers = description.get("workers") or []
-            gpus = sum(1 for w in workers if w.get("gpu"))
-            device = f"GPU ({gpus} of {len(workers)} workers)" if gpus else "CPU (no GPU assigned)"
-            lines.append(
-                f"  model {r.spec.name} v{r.spec.version}: handler {r.spec.handler or '?'}, workers {len(workers)} "
-                f"(min {r.min_workers}, max {r.max_workers}), batch size {r.batch_size}, "
-                f"max batch delay {r.max_batch_delay} ms, response timeout {r.response_timeout} s, device {device}"
-            )
-        for name, served in sorted(management.registry.models.items()):
-            if served.split is not None:
-                lines.append(f"  model {name} traffic: {served.split.body()}")
-        if not management.operations.registrations:
-            lines.append("  no models yet: register them with POST /models or the v2 repository extension")
-        logger.info("%s", "\n".join(lines))
 
     def _start_fronts(self) -> None:
         """kserve's REST and gRPC servers on our registry and DataPlane, and the supervisor's loop."""
@@ -234,7 +189,7 @@ class Server:
         # The hot routes skip FastAPI (rest_fastpath.py); requests are counted whichever path answers.
         rest.config.app = CountRequests(FastPath(kserve_app, dataplane, fast=settings.fast_path,
                                                             max_body_bytes=self.max_request_bytes))
-        self._hear_uvicorns_signals(rest)
+        rest.on_signal(self._heard)
         self.rest = rest
         self.tasks["rest"] = asyncio.ensure_future(rest.start())
         if settings.enable_grpc:
@@ -257,20 +212,9 @@ class Server:
             f", grpc port {settings.grpc_port}" if self.grpc else "",
         )
 
-    def _hear_uvicorns_signals(self, rest: LeanRESTServer) -> None:
-        """uvicorn takes SIGTERM/SIGINT for itself while it serves (``signal.signal``, over ours) and
-        only gives them back once it has drained; we must hear them at once, so that gRPC stops
-        taking calls at the same moment as HTTP. Its handler stays, and also sets our flag."""
-        server = rest._server  # kserve keeps its uvicorn.Server private
-        loop = asyncio.get_running_loop()
-        uvicorns = server.handle_exit
-
-        def handle_exit(sig: int, frame: Any) -> None:
-            uvicorns(sig, frame)
-            self.signal_name = signal.Signals(sig).name
-            loop.call_soon_threadsafe(self.stop.set)
-
-        server.handle_exit = handle_exit  # read by uvicorn's capture_signals() when it starts serving
+    def _heard(self, signal_name: str) -> None:
+        self.signal_name = signal_name  # for the log
+        self.stop.set()
 
     # -- main loop --------------------------------------------------------------------------
 

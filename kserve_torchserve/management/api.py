@@ -26,9 +26,7 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
-import orjson
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from kserve.errors import ModelNotFound, ModelNotReady
@@ -36,7 +34,9 @@ from kserve.errors import ModelNotFound, ModelNotReady
 from ..errors import ManagementError
 from ..model_store.fetch import redact
 from ..serving.model import TorchServeModel
-from .operations import Operations, Registration
+from .operations import Operations
+from .registration import Registration
+from .params import flag, integer, json_body, parameters
 from .registry import ModelRegistry
 from .repository import RepositoryExtension
 from .security import Gate, check_name, check_version
@@ -44,11 +44,6 @@ from .sources import Sources
 
 logger = logging.getLogger(__name__)
 
-_MAX_BODY = 64 * 1024  # parameters only: models come by url
-# (lowest, highest) for each integer parameter. The highest bounds what one key holder can make
-# TorchServe do: each worker is a process with its own copy of the model.
-_INT_PARAMS = {"batch_size": (1, 4096), "max_batch_delay": (0, 600_000), "initial_workers": (1, 64),
-               "response_timeout": (1, 86_400), "min_worker": (1, 64), "max_worker": (1, 64)}
 _PAGE = 100
 Endpoint = Callable[..., Awaitable[Any]]
 
@@ -59,62 +54,6 @@ def answer(status: int, body: Any) -> JSONResponse:
 
 def failed(exc: ManagementError) -> JSONResponse:
     return answer(exc.status, exc.body())
-
-
-async def parameters(request: Request) -> dict[str, str]:
-    """Query string, then the body's fields (JSON, urlencoded or multipart) on top."""
-    params = {k: v for k, v in request.query_params.items()}
-    if request.method not in ("POST", "PUT"):
-        return params
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > _MAX_BODY:
-        raise ManagementError(413, f"parameters over {_MAX_BODY} bytes: send the model by url")
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind == "application/json":
-        body = await request.body()
-        if len(body) > _MAX_BODY:
-            raise ManagementError(413, f"parameters over {_MAX_BODY} bytes: send the model by url")
-        try:
-            data = orjson.loads(body) if body.strip() else {}
-        except orjson.JSONDecodeError:
-            raise ManagementError(400, "the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise ManagementError(400, "the JSON body must be an object of parameters")
-        params.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in data.items()})
-    elif kind in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        try:
-            form = await request.form(max_files=0, max_fields=32)
-        except HTTPException:  # starlette's answer to a malformed form, or one that holds a file
-            raise ManagementError(400, "the form is malformed or holds a file: file uploads are not accepted, "
-                                       "give the model's url") from None
-        for key, value in form.items():
-            if not isinstance(value, str):
-                raise ManagementError(400, "file uploads are not accepted: give the model's url")
-            params[key] = value
-    return params
-
-
-def integer(params: dict[str, str], name: str) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    low, high = _INT_PARAMS[name]
-    if value is None or not low <= value <= high:
-        raise ManagementError(400, f"{name} must be an integer from {low} to {high}")
-    return value
-
-
-def flag(params: dict[str, str], name: str, default: bool) -> bool:
-    raw = params.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw not in ("true", "false"):
-        raise ManagementError(400, f"{name} must be true or false")
-    return raw == "true"
 
 
 class ManagementApi:
@@ -303,13 +242,7 @@ class ManagementApi:
     async def set_traffic(self, request: Request, name: str) -> JSONResponse:
         """Body: {"weights": {"1.0": 80, "2.0": 20}, "shadow": {...}, "sticky_header": ..., "guard": {...}}."""
         async def work(_: dict[str, str]) -> tuple[int, Any]:
-            body = await request.body()
-            if len(body) > _MAX_BODY:
-                raise ManagementError(413, f"a traffic split over {_MAX_BODY} bytes")
-            try:
-                split = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                raise ManagementError(400, 'the body must be JSON like {"weights": {"1.0": 80, "2.0": 20}}') from None
+            split = await json_body(request, "a traffic split", '{"weights": {"1.0": 80, "2.0": 20}}')
             return await self.operations.set_traffic(name, split)
         return await self._guarded(request, work)
 

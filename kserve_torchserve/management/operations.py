@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -32,36 +31,13 @@ from ..config.model_config import ModelSpec
 from ..errors import ManagementError, StartupError
 from ..model_store.stage import Staged, discard, stage
 from ..serving.model import TorchServeModel
+from .registration import Limits, Registration
 from .registry import ModelRegistry, version_key
 from .traffic import Split, startup_splits
 
 logger = logging.getLogger(__name__)
 
 Answer = tuple[int, dict[str, Any]]
-_REASON_WAIT_S = 1.0  # TorchServe's answer can overtake the worker's last log lines on their way to us
-
-
-@dataclass
-class Registration:
-    """One model version as TorchServe has it registered."""
-
-    spec: ModelSpec  # the served name and version; mar_name: its model store entry
-    ts_version: str  # the version in its manifest (differs after an in-place reload)
-    url: str  # where it came from, as the describe API shows it (no credentials)
-    min_workers: int
-    max_workers: int
-    batch_size: int
-    max_batch_delay: int
-    response_timeout: int
-    model: TorchServeModel
-    staged: Staged | None = None  # files a run-time registration owns; None for start-up files
-    generation: int = 0
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_models: int  # model versions served at once (TS_MAX_MODELS)
-    grace_s: float  # how long a removed version may drain
 
 
 class Operations:
@@ -144,7 +120,7 @@ class Operations:
             async def register_versions(versions: list[Registration]) -> None:
                 for r in versions:  # one name's versions one after the other: TorchServe adds them to one entry
                     try:
-                        await self._register_in_torchserve(r)
+                        await r.register_in(self.admin)
                         outcomes[id(r)] = None
                     except Exception as exc:
                         outcomes[id(r)] = exc
@@ -156,7 +132,7 @@ class Operations:
             loaded = []
             for registration, result in ((r, outcomes[id(r)]) for r in registrations):
                 if isinstance(result, ManagementError) and result.status in (500, 507):  # its workers failed
-                    await self._not_loaded(registration, result.message)
+                    await registration.not_loaded(result.message, self._load_failure)
                 elif isinstance(result, BaseException):
                     raise result
                 else:
@@ -167,35 +143,8 @@ class Operations:
             for name, served in self.registry.models.items():
                 default = self.registrations[(name, served.default)]
                 if default.model.failure is None:
-                    await self._set_default_in_torchserve(default)
-            await asyncio.gather(*(self._wait_ready(r) for r in loaded))
-
-    async def _not_loaded(self, r: Registration, answer: str) -> None:
-        """Keep ``r``, not ready, with the reason its workers could not load; one line in the log."""
-        deadline = time.monotonic() + _REASON_WAIT_S
-        reason = self._load_failure(r.spec.name, r.ts_version)
-        while reason is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            reason = self._load_failure(r.spec.name, r.ts_version)
-        r.model.failure = f"its workers could not load: {reason or answer}"
-        logger.error("model %s version %s is not served: its workers could not load: %s (its traceback is in "
-                     "TorchServe's lines above; the other models are served)", r.spec.name, r.spec.version,
-                     reason or answer)
-
-    # -- TorchServe -------------------------------------------------------------------------
-
-    async def _register_in_torchserve(self, r: Registration) -> None:
-        await self.admin.register(r.spec.mar_name, r.spec.name, r.ts_version, r.batch_size, r.max_batch_delay, r.min_workers,
-                                  r.max_workers, r.response_timeout)
-
-    async def _set_default_in_torchserve(self, r: Registration) -> None:
-        # Requests always name their version, so TorchServe's default only decides which
-        # version it lets us unregister last; it is kept equal to ours.
-        await self.admin.set_default(r.spec.name, r.ts_version)
-
-    async def _wait_ready(self, r: Registration) -> None:
-        await self.admin.wait_ready(r.spec.name, r.ts_version)
-        r.model.ready = True
+                    await default.set_default_in(self.admin)
+            await asyncio.gather(*(r.wait_ready(self.admin) for r in loaded))
 
     # -- changes ----------------------------------------------------------------------------
 
@@ -241,15 +190,15 @@ class Operations:
         """Into TorchServe and READY, or nothing half-registered: out of TorchServe again, files gone."""
         try:
             try:
-                await self._register_in_torchserve(r)
+                await r.register_in(self.admin)
             except ManagementError as exc:
                 reason = self._load_failure(r.spec.name, r.ts_version) if exc.status in (500, 507) else None
                 if reason is not None:  # TorchServe's answer names no cause; its log does
                     raise ManagementError(exc.status, f"{exc.message}: {reason}", exc.type) from None
                 raise
-            await self._wait_ready(r)
+            await r.wait_ready(self.admin)
             if make_default or r.spec.name not in self.registry.models:
-                await self._set_default_in_torchserve(r)
+                await r.set_default_in(self.admin)
         except BaseException:
             try:
                 await self.admin.unregister(r.spec.name, r.ts_version)
@@ -297,7 +246,7 @@ class Operations:
     async def set_default(self, name: str, version: str) -> Answer:
         async with self.lock:
             r = self.find(name, version)
-            await self._set_default_in_torchserve(r)
+            await r.set_default_in(self.admin)
             self.registry.set_default(name, version)
         return 200, {"status": f'Default version successfully updated for model "{name}" to "{version}"'}
 

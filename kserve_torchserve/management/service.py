@@ -24,7 +24,8 @@ from ..model_store.url_policy import UrlPolicy
 from ..serving.grpc_repository import RepositoryHandlers
 from ..serving.model import TorchServeModel
 from .api import ManagementApi
-from .operations import Limits, Operations
+from .operations import Operations
+from .registration import Limits
 from .registry import ModelRegistry
 from .repository import RepositoryExtension
 from .security import Gate

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from typing import Any, Awaitable, Callable, Dict, Sequence
 
 from fastapi.responses import JSONResponse
@@ -74,6 +76,24 @@ class LeanRESTServer(RESTServer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # uvicorn has no timeout for a request's head or body (slowloris): ours (deadlines.py).
         self.config.http = timed_protocol()
+
+    def on_signal(self, heard: Callable[[str], None]) -> None:
+        """Call ``heard(signal name)`` the moment SIGTERM/SIGINT arrives, in the event loop.
+
+        uvicorn takes SIGTERM/SIGINT for itself while it serves (``signal.signal``, over the
+        loop's handlers) and only gives them back once it has drained; the server must hear
+        them at once, so that gRPC stops taking calls at the same moment as HTTP. uvicorn's
+        handler stays and runs first. Call from inside the running loop, before ``start()``.
+        """
+        server = self._server  # kserve keeps its uvicorn.Server private
+        loop = asyncio.get_running_loop()
+        uvicorns = server.handle_exit
+
+        def handle_exit(sig: int, frame: Any) -> None:
+            uvicorns(sig, frame)
+            loop.call_soon_threadsafe(heard, signal.Signals(sig).name)
+
+        server.handle_exit = handle_exit  # read by uvicorn's capture_signals() when it starts serving
 
     def _add_exception_handlers(self, app: Any) -> None:
         # kserve's handlers log a traceback at ERROR for every bad request (18-31 lines per

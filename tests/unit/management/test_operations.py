@@ -13,7 +13,8 @@ from kserve_torchserve.config.model_config import ModelSpec, read_model_config
 from kserve_torchserve.config.properties import model_entry
 from kserve_torchserve.config.settings import parse_ts_env
 from kserve_torchserve.errors import ManagementError, StartupError
-from kserve_torchserve.management.operations import Limits, Operations
+from kserve_torchserve.management.operations import Operations
+from kserve_torchserve.management.registration import Limits
 from kserve_torchserve.management.registry import ModelRegistry
 from kserve_torchserve.serving.model import TorchServeModel
 
@@ -92,7 +93,7 @@ def restoring(broken: set[str]) -> tuple[Operations, FakeAdmin]:
 async def test_a_model_that_cannot_load_is_kept_not_ready_with_its_reason_and_the_others_served(
         caplog: pytest.LogCaptureFixture) -> None:
     ops, admin = restoring({"broken"})
-    with caplog.at_level(logging.INFO, logger="kserve_torchserve.management.operations"):
+    with caplog.at_level(logging.INFO, logger="kserve_torchserve.management"):
         await ops.restore()
     good, broken = ops.registry.find("good"), ops.registry.find("broken")
     assert good is not None and good.ready and good.failure is None

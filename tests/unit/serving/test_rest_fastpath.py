@@ -19,8 +19,7 @@ from fastapi.responses import ORJSONResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from kserve_torchserve.errors import UpstreamError
-from kserve_torchserve.serving import rest_fastpath
-from kserve_torchserve.serving.rest_fastpath import FastPath, plain_json, route
+from kserve_torchserve.serving.rest_fastpath import FastPath
 from kserve_torchserve.serving.rest import LeanRESTServer, TorchServeDataPlane, upstream_error_handler
 from tests.unit.fake_torchserve import two_models
 
@@ -158,25 +157,3 @@ async def test_failures_are_logged_once_a_bug_with_its_traceback(caplog: pytest.
 async def _get(asgi: Any, path: str) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as client:
         return await client.get(path)
-
-
-def _scope(path: str, query: bytes = b"") -> dict[str, Any]:
-    return {"type": "http", "path": path, "raw_path": path.encode(), "query_string": query,
-            "headers": [(b"x-model-version", b"stale")]}
-
-
-def test_a_version_in_the_path_or_the_query_becomes_the_header() -> None:
-    scope = rest_fastpath.unversioned(_scope("/v2/models/m/versions/2.0/infer"))
-    assert (scope["path"], scope["raw_path"]) == ("/v2/models/m/infer", b"/v2/models/m/infer")
-    assert scope["headers"] == [(b"x-model-version", b"2.0")]
-    scope = rest_fastpath.unversioned(_scope("/v2/models/m/ready", b"a=1&model_version=1.0"))
-    assert scope["path"] == "/v2/models/m/ready" and scope["query_string"] == b"a=1"
-    assert scope["headers"] == [(b"x-model-version", b"1.0")]
-    untouched = _scope("/v1/models/m:predict", b"model_version=1")
-    assert rest_fastpath.unversioned(untouched) is untouched
-
-
-def test_a_version_outside_latin1_does_not_break_the_rewrite() -> None:
-    scope = rest_fastpath.unversioned(_scope("/v2/models/m\u00e4/versions/\u20ac/infer"))
-    assert scope["raw_path"] == b"/v2/models/m%C3%A4/infer"
-    assert scope["headers"] == [(b"x-model-version", "\u20ac".encode())]
