@@ -66,7 +66,9 @@ def wrk(url: str, body: bytes, ctype: str, headers: dict[str, str], connections:
     if not match:
         raise RuntimeError(f"wrk said: {out}")
     requests, status_errors, socket_errors = (int(match.group(i)) for i in (1, 2, 3))
-    return {"requests": requests, "errors": status_errors + socket_errors, "rps": requests / seconds,
+    # Only answered, 2xx requests count: a fast 503 is not throughput (wrk counts it as a request).
+    good = max(0, requests - status_errors - socket_errors)
+    return {"requests": good, "errors": status_errors + socket_errors, "rps": good / seconds,
             "p50_ms": float(match.group(4)) / 1000, "p99_ms": float(match.group(5)) / 1000}
 
 

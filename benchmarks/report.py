@@ -41,7 +41,8 @@ def print_part_two(report: dict[str, Any]) -> None:
                 p = points[level]
                 base = ts_grpc if "grpc" in system else ts_rest
                 cpu = "/".join(f"{v:.2f}" for v in p["cpu_ms_per_request"].values())
-                print(f"  c={level:<3} {system:<17} {p['rps']:8.1f} req/s  {p['rps'] / base:5.2f}x  cpu ms/req {cpu}")
+                ratio = f"{p['rps'] / base:5.2f}x" if base else "    -"
+                print(f"  c={level:<3} {system:<17} {p['rps']:8.1f} req/s  {ratio}  cpu ms/req {cpu}")
     for label, point in report.get("sizes", {}).items():
         print(f"size {label:<22} body {point['v1_body_bytes']:>9} B  ours cpu ms/req "
               f"{point['ours-v1-rest']['cpu_ms_per_request']}  ts-direct {point['ts-rest']['cpu_ms_per_request']}")

@@ -14,10 +14,13 @@ per request of each process (ours, java, workers).
 Second part (benchmarks/sweeps.py): batching on (batch 8, 5 ms) at c=16 and c=64 for W1 and
 W2 with a plain in-process kserve.Model as a fourth system; CPU per request as one instance
 grows (64 / 784 / 150,528 floats, a 200 KB base64 PNG); one 32-instance request against 32
-single-instance requests, for both request designs. Every system gets the same warm-up
-(--warmup seconds) and Java's CPU per request during it is printed, to show it settled.
+single-instance requests, for both request designs; issue 14's workload for an earlier revision
+against the working tree (before_after.py); what TorchServe's Java and workers spend per request
+and why (java_cost.py). Every system gets the same warm-up (--warmup seconds) and Java's CPU per
+request during it is printed, to show it settled.
 
-  benchmarks/setup.sh && .venv/bin/python benchmarks/run.py [--quick] [--only sweep,batching,sizes,many]
+  benchmarks/setup.sh && .venv/bin/python benchmarks/run.py [--quick]
+      [--only sweep,batching,sizes,many,before_after,java_cost]
 Writes benchmarks/results/<date>.json, prints a table, and plots <date>.png.
 """
 
@@ -32,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -234,13 +238,17 @@ def ratios(run: dict[str, Any], limit: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
+    # SIGTERM (kill, a CI timeout) must unwind through every `finally` so the servers it
+    # started stop too; Python's default would leave them running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer levels and shorter points (a smoke run)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--plot-only", type=Path, help="redraw the plot of a results JSON and exit")
-    parser.add_argument("--only", default="sweep,batching,sizes,many,before_after",
+    parser.add_argument("--only", default="sweep,batching,sizes,many,before_after,java_cost",
                         help="comma-separated parts: sweep (the concurrency sweep), batching, sizes, many, "
-                        "before_after (issue 14's workload: an earlier revision vs the working tree)")
+                        "before_after (issue 14's workload: an earlier revision vs the working tree), "
+                        "java_cost (what TorchServe's Java and workers spend per request, and why)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of warm-up per system (part two)")
     parser.add_argument("--before", default=None,
                         help="git revision whose server the before_after part compares with the working tree's")
@@ -292,6 +300,12 @@ def main() -> int:
             print("issue 14's workload, an earlier revision against the working tree", flush=True)
             report["before_after"] = before_after.before_after(
                 work, seconds, repeats, warmup, args.before or before_after.DEFAULT_BEFORE)
+        if "java_cost" in parts:
+            from benchmarks import before_after, java_cost
+
+            print("where Java's and the workers' CPU per request comes from", flush=True)
+            report["java_cost"] = java_cost.java_cost(
+                work, seconds, repeats, warmup, args.before or before_after.DEFAULT_BEFORE)
     if "sweep" in parts:
         for name, run in report["runs"].items():
             run["ratios"] = ratios(run, report["limits"][name.split("-")[0]])
@@ -299,7 +313,7 @@ def main() -> int:
         report["batching_gain_w1_c32"] = {s: round(w1b[s][32]["rps"] / w1[s][32]["rps"], 3)
                                           for s in w1 if 32 in w1b.get(s, {})}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.date.today().isoformat() + ("" if parts >= {"sweep", "batching", "sizes", "many", "before_after"}
+    stamp = datetime.date.today().isoformat() + ("" if parts >= {"sweep", "batching", "sizes", "many", "before_after", "java_cost"}
                                                  else "-" + "-".join(sorted(parts)))
     (RESULTS / f"{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
     if "sweep" in parts:
