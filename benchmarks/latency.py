@@ -15,7 +15,6 @@ import datetime
 import http.client
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as v2grpc  # noqa: E40
 
 from kserve_torchserve.backend import grpc_stubs  # noqa: E402
 from kserve_torchserve.config.properties import parse_properties  # noqa: E402
-from tests.helpers import Server  # noqa: E402
+from tests.helpers import Server, digits_example  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -75,9 +74,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2000)  # Java compiles its hot paths meanwhile
     args = parser.parse_args()
 
-    build = ROOT / "examples" / "digits" / "build"
-    if not (build / "model-store" / "digits.mar").is_file():
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_digits_example.py"), "--out", str(build)], check=True)
+    build = digits_example()
     instance = json.loads((build / "request.json").read_text())["instances"][0]
 
     results: dict[str, object] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "n": args.n}

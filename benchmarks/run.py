@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import load  # noqa: E402
 from benchmarks.report import plot, print_part_two, print_table  # noqa: E402
 from kserve_torchserve.config.properties import parse_properties  # noqa: E402
-from tests.helpers import Server  # noqa: E402
+from tests.helpers import Server, digits_example  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -132,10 +131,7 @@ def in_process_limit(workload: str, build: Path, payload: Any, seconds: float) -
 
 
 def build_workloads(work: Path) -> dict[str, dict[str, Any]]:
-    digits = ROOT / "examples" / "digits" / "build"
-    if not (digits / "model-store" / "digits.mar").is_file():
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_digits_example.py"), "--out", str(digits)],
-                       check=True)
+    digits = digits_example()
     instance = json.loads((digits / "request.json").read_text())["instances"][0]
     import importlib.util
 

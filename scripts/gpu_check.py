@@ -55,7 +55,7 @@ class _Metrics:
 
 
 def _answers(out: list[Any]) -> list[list[Any]]:
-    return [[json.loads(body) for _, _, body in framing.unpack_answers(frame)] for frame in out]
+    return [[json.loads(body) for _, _, body, _ in framing.unpack_answers(frame)] for frame in out]
 
 
 def check_tensor_handler(work: Path) -> dict[str, Any]:

@@ -21,6 +21,18 @@ from model_archiver.model_packaging import generate_model_archive
 from kserve_torchserve.backend.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
+DIGITS_BUILD = ROOT / "examples" / "digits" / "build"
+
+
+def digits_example() -> Path:
+    """examples/digits/build, (re)built when missing or older than its handler or build script:
+    scripts/serve-example.sh's rule, so the soak and the benchmarks never serve a stale archive."""
+    mar = DIGITS_BUILD / "model-store" / "digits.mar"
+    sources = (ROOT / "examples" / "digits" / "handler.py", ROOT / "scripts" / "build_digits_example.py")
+    if not mar.is_file() or any(source.stat().st_mtime > mar.stat().st_mtime for source in sources):
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_digits_example.py"), "--out", str(DIGITS_BUILD)],
+                       check=True, capture_output=True)
+    return DIGITS_BUILD
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 

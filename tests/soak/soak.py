@@ -30,7 +30,6 @@ import datetime
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,22 +38,19 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ROOT, Server
+from tests.helpers import ROOT, Server, digits_example
 from tests.soak.processes import JvmHeap, Sampler, flatness
 from tests.soak.traffic import Client, Kind, chooser, kinds
 
 MODEL = "digits"
-BUILD = ROOT / "examples" / "digits" / "build"
 MAX_IN_FLIGHT = 512  # past this the server (or this client) cannot keep up: the rest is shed, a failure
 
 
 def digits_store() -> tuple[Path, list[float]]:
     """The example's model store and one held-out instance, built as scripts/serve-example.sh builds them."""
-    if not (BUILD / "model-store" / f"{MODEL}.mar").is_file():
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_digits_example.py"), "--out", str(BUILD)],
-                       check=True, capture_output=True)
-    instance = json.loads((BUILD / "heldout.json").read_text())["instances"][0]
-    return BUILD / "model-store", [float(v) for v in instance]
+    build = digits_example()
+    instance = json.loads((build / "heldout.json").read_text())["instances"][0]
+    return build / "model-store", [float(v) for v in instance]
 
 
 def percentile(values: list[float], q: float) -> float:
