@@ -12,8 +12,8 @@ flight (bounded by the grace period), then out of TorchServe and off the disk.
 Mutations are serialised by one lock. TorchServe itself starts empty: every model,
 start-up ones included, is registered here, so a restarted TorchServe gets back
 exactly what was served (versions, workers, batching, default) from ``restore()``.
-A version whose workers cannot load there (TorchServe answers "Failed to start workers",
-and unregisters it: no retries) is kept, not ready, with the reason from TorchServe's log
+A version whose workers cannot load there (TorchServe answers "Failed to start workers"
+and scales it to no worker: no retries) is kept, not ready, with the reason from TorchServe's log
 (``failure``), and the others are served; the next TorchServe restart tries it again.
 Only when no version at all can load does ``restore()`` fail.
 """
