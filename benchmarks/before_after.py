@@ -65,20 +65,30 @@ def _model(work: Path) -> Path:
     return store
 
 
-def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
-                 revision: str = DEFAULT_BEFORE) -> dict[str, Any]:
+def instance() -> list[float]:
+    """One 784-float instance, the same in every part that uses this workload."""
     import numpy as np
 
+    return [round(float(v), 4) for v in np.random.default_rng(0).random(FEATURES)]
+
+
+def start_pair(work: Path, store: Path, revision: str, prefix: str, servers: list[Server]) -> None:
+    """The working tree's server and ``revision``'s, both on ``store`` with batching on, appended to
+    ``servers`` as they start (so the caller's ``finally`` stops whatever did start)."""
+    before_code = _export(revision, work / f"{prefix}-before-code")
+    for label, extra in (("after", {}), ("before", {"PYTHONPATH": str(before_code)})):
+        (work / f"{prefix}-{label}").mkdir()
+        servers.append(Server(store, work / f"{prefix}-{label}", model_name="mlp", env={**BATCH_ENV, **extra}))
+
+
+def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
+                 revision: str = DEFAULT_BEFORE) -> dict[str, Any]:
     store = _model(work)
-    before_code = _export(revision, work / "before-code")
-    instance = [round(float(v), 4) for v in np.random.default_rng(0).random(FEATURES)]
-    v1 = json.dumps({"instances": [instance]}).encode()
+    v1 = json.dumps({"instances": [instance()]}).encode()
     servers: list[Server] = []
     inprocess: InProcessServer | None = None
     try:
-        for label, extra in (("after", {}), ("before", {"PYTHONPATH": str(before_code)})):
-            (work / f"ba-{label}").mkdir()
-            servers.append(Server(store, work / f"ba-{label}", model_name="mlp", env={**BATCH_ENV, **extra}))
+        start_pair(work, store, revision, "ba", servers)
         inprocess = InProcessServer("W1", work / "mlp784.pt")
         for server in servers:
             server.wait_ready(timeout=300)
@@ -86,7 +96,7 @@ def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
         props = parse_properties((after.work_dir / "config.properties").read_text())
         key = json.loads((after.work_dir / "key_file.json").read_text())["inference"]["key"]
         ts_url = f"{props['inference_address']}/predictions/mlp"
-        ts_body = json.dumps(instance).encode()
+        ts_body = json.dumps(instance()).encode()
         systems: dict[str, tuple[Callable[[int, float], dict[str, Any]], Processes]] = {
             "ts-rest": (lambda c, s: load.wrk(ts_url, ts_body, "application/json",
                                               {"Authorization": f"Bearer {key}"}, c, s), Processes(after)),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
-from benchmarks.before_after import CONCURRENCY, DEFAULT_BEFORE, FEATURES, _export, _model
+from benchmarks.before_after import CONCURRENCY, DEFAULT_BEFORE, _model, instance, start_pair
 from benchmarks.run import Processes, measure
 from benchmarks.sweeps import BATCH_ENV, warm_up
 from kserve_torchserve.config.properties import parse_properties
@@ -49,18 +49,12 @@ def _multipart(field: str, value: bytes) -> tuple[str, bytes]:
 
 def java_cost(work: Path, seconds: float, repeats: int, warmup_s: float,
               revision: str = DEFAULT_BEFORE) -> dict[str, Any]:
-    import numpy as np
-
     store = _model(work)
-    before_code = _export(revision, work / "jc-before-code")
-    instance = [round(float(v), 4) for v in np.random.default_rng(0).random(FEATURES)]
-    v1 = json.dumps({"instances": [instance]}).encode()
-    raw = json.dumps(instance).encode()
+    v1 = json.dumps({"instances": [instance()]}).encode()
+    raw = json.dumps(instance()).encode()
     servers: list[Server] = []
     try:
-        for label, extra in (("after", {}), ("before", {"PYTHONPATH": str(before_code)})):
-            (work / f"jc-{label}").mkdir()
-            servers.append(Server(store, work / f"jc-{label}", model_name="mlp", env={**BATCH_ENV, **extra}))
+        start_pair(work, store, revision, "jc", servers)
         for server in servers:
             server.wait_ready(timeout=300)
         after, before = servers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import psutil
 from model_archiver.model_archiver_config import ModelArchiverConfig
@@ -161,3 +162,13 @@ def undeclared(text: str) -> list[str]:
             if declared is None or sample not in {declared[0] + s for s in _SUFFIXES[declared[1]]}:
                 problems.append(line)
     return problems
+
+
+@contextlib.contextmanager
+def running(srv: "Server", timeout: float = 180) -> Iterator["Server"]:
+    """``srv`` once ready, stopped (by PID, with everything it started) however the block ends."""
+    try:
+        srv.wait_ready(timeout=timeout)
+        yield srv
+    finally:
+        srv.stop()

@@ -13,7 +13,7 @@ import pytest
 
 from kserve_torchserve.config.cpus import available_cpus
 from kserve_torchserve.config.properties import parse_properties
-from tests.helpers import ASSETS, Server, build_mar, http
+from tests.helpers import ASSETS, Server, build_mar, http, running
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     build_mar(ASSETS / "batch_echo_handler.py", "echo", store)
     env = {"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "300", "TS_DEFAULT_WORKERS_PER_MODEL": "2"}
     env_without_threads = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    srv = Server(store, tmp_path_factory.mktemp("batch-server"), env={**env_without_threads, **env})
-    try:
-        srv.wait_ready()
+    with running(Server(store, tmp_path_factory.mktemp("batch-server"), env={**env_without_threads, **env})) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _predict(server: Server, instances: list[Any]) -> list[dict[str, Any]]:

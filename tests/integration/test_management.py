@@ -16,7 +16,7 @@ import pytest
 import requests
 import torch
 
-from tests.helpers import ASSETS, ROOT, Server, build_mar, http
+from tests.helpers import ASSETS, ROOT, Server, build_mar, http, running
 from tests.load_loop import LoadLoop, grpc_infer
 from tests.storage_servers import RecordingServer, S3Server, recording_http_server, s3_server
 
@@ -70,14 +70,10 @@ def elsewhere(assets: dict[str, Path]) -> Iterator[RecordingServer]:
 def server(digits: dict[str, Any], assets: dict[str, Path], s3: S3Server, web: RecordingServer,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     allowed = ",".join([r"s3://models/.*", f"{web.url}/.*", f"{assets['local']}/.*"])
-    srv = Server(digits["store"], tmp_path_factory.mktemp("management"), model_name="digits",
-                 env={"TS_ENABLE_MODEL_API": "true", "TS_MODEL_API_KEY": KEY, "TS_ALLOWED_URLS": allowed,
-                      "TS_MAX_MODELS": str(MAX_MODELS), **s3.env()})
-    try:
-        srv.wait_ready()
+    with running(Server(digits["store"], tmp_path_factory.mktemp("management"), model_name="digits",
+                        env={"TS_ENABLE_MODEL_API": "true", "TS_MODEL_API_KEY": KEY, "TS_ALLOWED_URLS": allowed,
+                             "TS_MAX_MODELS": str(MAX_MODELS), **s3.env()})) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def register(server: Server, **fields: str) -> tuple[int, Any]:

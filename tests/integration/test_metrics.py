@@ -16,7 +16,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import ASSETS, ROOT, Server, build_mar, http, undeclared
+from tests.helpers import ASSETS, ROOT, Server, build_mar, http, running, undeclared
 
 EXAMPLE = ROOT / "examples" / "custom_metrics"
 
@@ -30,12 +30,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, digits: dict[str, Any]) -> 
     build_mar(EXAMPLE / "handler.py", "custom", storage)
     shutil.copy(EXAMPLE / "metrics.yaml", storage / "metrics.yaml")
     shutil.copy(digits["store"] / "digits.mar", storage / "digits.mar")
-    srv = Server(storage, tmp_path_factory.mktemp("metrics-server"))
-    try:
-        srv.wait_ready()
+    with running(Server(storage, tmp_path_factory.mktemp("metrics-server"))) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def scrape(server: Server) -> tuple[str, dict[str, Any]]:

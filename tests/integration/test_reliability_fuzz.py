@@ -29,7 +29,7 @@ from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
 from kserve_torchserve.serving.openapi import extend
-from tests.helpers import Server, http
+from tests.helpers import Server, http, running
 
 pytestmark = pytest.mark.integration
 
@@ -135,13 +135,9 @@ def fuzz(url: str, total: int = TOTAL_CASES) -> Findings:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, digits: dict[str, Any]) -> Iterator[Server]:
-    srv = Server(digits["store"], tmp_path_factory.mktemp("fuzz"), model_name=MODEL,
-                 env={"TS_ENABLE_MODEL_API": "true", "TS_MODEL_API_KEY": KEY})
-    try:
-        srv.wait_ready()
+    with running(Server(digits["store"], tmp_path_factory.mktemp("fuzz"), model_name=MODEL,
+                        env={"TS_ENABLE_MODEL_API": "true", "TS_MODEL_API_KEY": KEY})) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_openapi_describes_our_routes(server: Server) -> None:

@@ -22,7 +22,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from kserve_torchserve.serving.deadlines import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
-from tests.helpers import Server, http
+from tests.helpers import Server, http, running
 
 pytestmark = pytest.mark.integration
 MARKER = "MARKER-5c2f"  # in every bad body: an answer that holds it echoed the input
@@ -33,12 +33,8 @@ V1, V2 = "/v1/models/digits:predict", "/v2/models/digits/infer"
 
 @pytest.fixture(scope="module")
 def server(digits: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(digits["store"], tmp_path_factory.mktemp("reliability-input"), model_name="digits")
-    try:
-        srv.wait_ready()
+    with running(Server(digits["store"], tmp_path_factory.mktemp("reliability-input"), model_name="digits")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _tensor(datatype: str = "FP32", shape: list[int] | None = None, data: Any = None, name: str = "pixels") -> Any:

@@ -30,7 +30,7 @@ from kserve_torchserve.config.properties import parse_properties
 from kserve_torchserve.errors import StartupError
 from kserve_torchserve.model_store.build import build_model_store
 from kserve_torchserve.model_store.fetch import fetch
-from tests.helpers import ASSETS, ROOT, Server, build_mar
+from tests.helpers import ASSETS, ROOT, Server, build_mar, running
 from tests.storage_servers import RecordingServer, recording_http_server
 
 pytestmark = pytest.mark.integration
@@ -231,14 +231,10 @@ def test_the_real_server_exits_at_startup_naming_the_entry(hostile: dict[str, An
 def server(hostile: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store = tmp_path_factory.mktemp("payloads-store")
     build_mar(ASSETS / "version_handler.py", "ok", store)
-    srv = Server(store, tmp_path_factory.mktemp("payloads-server"), args=["--startup_timeout", "60"],
-                 env={"TS_ENABLE_MODEL_API": "true", "TS_MODEL_API_KEY": KEY,
-                      "TS_ALLOWED_URLS": f"{hostile['files']}/.*"})
-    try:
-        srv.wait_ready()
+    with running(Server(store, tmp_path_factory.mktemp("payloads-server"), args=["--startup_timeout", "60"],
+                        env={"TS_ENABLE_MODEL_API": "true", "TS_MODEL_API_KEY": KEY,
+                             "TS_ALLOWED_URLS": f"{hostile['files']}/.*"})) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _register(server: Server, url: str) -> tuple[int, Any]:

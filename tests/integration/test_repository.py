@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.helpers import ASSETS, Server, build_mar, http
+from tests.helpers import ASSETS, Server, build_mar, http, running
 from tests.load_loop import LoadLoop
 
 pytestmark = pytest.mark.integration
@@ -28,12 +28,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(models_dir, tmp_path_factory.mktemp("repository"), args=["--allow_no_models"])
-    try:
-        srv.wait_ready()
+    with running(Server(models_dir, tmp_path_factory.mktemp("repository"), args=["--allow_no_models"])) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def agent_downloads(models_dir: Path, name: str, digits: dict[str, Any], exploded: bool = False) -> Path:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from tests.helpers import ROOT, Server, http
+from tests.helpers import ROOT, Server, http, running
 
 pytestmark = pytest.mark.integration
 EXAMPLES = ROOT / "examples"
@@ -54,12 +54,8 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(storage: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(storage, tmp_path_factory.mktemp("seed-server"))
-    try:
-        srv.wait_ready(timeout=300)
+    with running(Server(storage, tmp_path_factory.mktemp("seed-server")), timeout=300) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

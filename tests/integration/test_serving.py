@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from tests.helpers import Server, http
+from tests.helpers import Server, http, running
 
 pytestmark = pytest.mark.integration
 CHUNK = 90  # instances per request: below TorchServe's job queue (100)
@@ -20,13 +20,9 @@ CHUNK = 90  # instances per request: below TorchServe's job queue (100)
 
 @pytest.fixture(scope="module")
 def server(digits: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(digits["store"], tmp_path_factory.mktemp("serving"), model_name="digits",
-                 env={"TS_MAX_REQUEST_SIZE": "65536"})
-    try:
-        srv.wait_ready()
+    with running(Server(digits["store"], tmp_path_factory.mktemp("serving"), model_name="digits",
+                        env={"TS_MAX_REQUEST_SIZE": "65536"})) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _v1(server: Server, instances: list[Any], model: str = "digits") -> tuple[int, Any]:

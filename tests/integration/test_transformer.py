@@ -23,7 +23,7 @@ from kserve import InferenceGRPCClient, InferInput, InferRequest
 
 from kserve_torchserve.backend.ports import free_ports
 from tests.assets.transformer import digits_transformer
-from tests.helpers import ROOT, Server, http
+from tests.helpers import ROOT, Server, http, running
 
 pytestmark = pytest.mark.integration
 N = 12  # held-out images per request
@@ -31,12 +31,8 @@ N = 12  # held-out images per request
 
 @pytest.fixture(scope="module")
 def server(digits: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(digits["store"], tmp_path_factory.mktemp("transformer-predictor"), model_name="digits")
-    try:
-        srv.wait_ready()
+    with running(Server(digits["store"], tmp_path_factory.mktemp("transformer-predictor"), model_name="digits")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 class Transformer:
