@@ -34,7 +34,7 @@ from .backend.configure import write_config
 from .backend.process import Layout, TorchServeProcess
 from .backend.supervisor import RestartPolicy, Supervisor
 from .backend.worker_log import LoadFailures
-from .config.cpus import threads_per_worker
+from .config.cpus import threads_per_worker, torch_thread_env
 from .config.properties import LOOPBACK
 from .config.settings import Settings
 from .errors import ManagementError, StartupError, TorchServeGaveUp, UpstreamError
@@ -155,8 +155,10 @@ class Server:
         )
         try:
             await supervisor.start()
+            threads = {**os.environ, **torch_thread_env(torch_threads, os.environ)}
+            spin = threads.get("GOMP_SPINCOUNT") or f"OMP_WAIT_POLICY={threads['OMP_WAIT_POLICY']}"
             logger.info("%s", await summary(settings, client, management, props,
-                                            os.environ.get("OMP_NUM_THREADS", str(torch_threads))))
+                                            f"{threads['OMP_NUM_THREADS']} (OpenMP spin count {spin})"))
         except BaseException:
             await supervisor.stop()
             await client.close()

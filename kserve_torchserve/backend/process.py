@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from ..config.cpus import torch_thread_env
 from . import launcher
 
 logger = logging.getLogger(__name__)
@@ -101,8 +102,8 @@ def child_env(
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WORKER_SITE), env.get("PYTHONPATH", "")) if p)
     env[launcher.GRACE_ENV] = str(grace_s)  # for the launcher's own clean-up
     env[launcher.PARENT_ENV] = str(os.getpid())  # so it can tell it was orphaned, also when we are PID 1
-    if torch_threads is not None and "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(torch_threads)  # read by torch in every worker (see cpus.py)
+    if torch_threads is not None:
+        env.update(torch_thread_env(torch_threads, env))  # torch threads and how they wait (see cpus.py)
     # The launcher would read TS_CONFIG_FILE instead of our config.properties.
     env.pop("TS_CONFIG_FILE", None)
     env.update(

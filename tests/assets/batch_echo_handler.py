@@ -1,8 +1,10 @@
-"""Test handler: answers each row with the size of the batch it arrived in, its own input, and torch's thread count.
+"""Test handler: answers each row with the size of the batch it arrived in, its own input, torch's thread count
+and how its OpenMP threads wait.
 
 A row {"reject": reason} is refused on its own with status 422 (the rest of its batch is answered)."""
 
 import json
+import os
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
@@ -22,5 +24,6 @@ class BatchEchoHandler(BaseHandler):
                 context.set_response_status(422, f"rejected: {value['reject']}", index)
                 answers.append(f"rejected: {value['reject']}")
                 continue
-            answers.append({"batch_size": len(data), "echo": value, "threads": torch.get_num_threads()})
+            answers.append({"batch_size": len(data), "echo": value, "threads": torch.get_num_threads(),
+                            "spin": os.environ.get("GOMP_SPINCOUNT")})
         return answers

@@ -23,7 +23,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store = tmp_path_factory.mktemp("batch-store")
     build_mar(ASSETS / "batch_echo_handler.py", "echo", store)
     env = {"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "300", "TS_DEFAULT_WORKERS_PER_MODEL": "2"}
-    env_without_threads = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env_without_threads = {k: v for k, v in os.environ.items()
+                           if k not in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     with running(Server(store, tmp_path_factory.mktemp("batch-server"), env={**env_without_threads, **env})) as srv:
         yield srv
 
@@ -85,4 +86,11 @@ def test_workers_and_batching_reach_torchserve(server: Server) -> None:
 def test_torch_threads_do_not_oversubscribe_the_cores(server: Server) -> None:
     (answer,) = _predict(server, [0])
     assert answer["threads"] == max(1, available_cpus() // 2)
-    assert f"torch threads per worker={max(1, available_cpus() // 2)}" in server.log()
+    assert f"torch threads per worker={max(1, available_cpus() // 2)} (OpenMP spin count 10000)" in server.log()
+
+
+def test_idle_torch_threads_spin_briefly(server: Server) -> None:
+    """The worker's OpenMP spins 10,000 rounds, not libgomp's 300,000, before an idle thread sleeps
+    (config/cpus.py: the default held a core between batches)."""
+    (answer,) = _predict(server, [0])
+    assert answer["spin"] == "10000"
