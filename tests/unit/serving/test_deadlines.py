@@ -130,3 +130,55 @@ async def test_a_body_refused_unread_is_dropped_so_the_client_reads_its_answer(p
     answer, _ = await _until_closed(reader)
     assert answer.startswith(b"HTTP/1.1 413 ")
     writer.close()
+
+
+class _Recorder:
+    """A transport that records what reaches the socket: each writelines() is one send."""
+
+    def __init__(self) -> None:
+        self.sends: list[bytes] = []
+        self.closed = False
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.sends.append(b"".join(chunks))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_writes_of_one_turn_leave_together_and_close_sends_what_was_written() -> None:
+    loop = asyncio.get_running_loop()
+    recorder = _Recorder()
+    transport = deadlines.LingeringTransport(recorder, loop)  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"body")
+    assert recorder.sends == []  # not yet: at the end of this turn of the loop
+    await asyncio.sleep(0)
+    assert recorder.sends == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    transport.write(b"last")
+    transport.close()
+    assert recorder.sends[-1] == b"last" and recorder.closed
+    transport.write(b"after close")
+    await asyncio.sleep(0)
+    assert recorder.sends[-1] == b"last"  # a closed socket gets nothing more
+
+
+async def test_uvicorn_writes_an_answer_through_it_in_one_send(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    flushed: list[int] = []
+    flush = deadlines.LingeringTransport._flush
+
+    def counted(self: deadlines.LingeringTransport) -> None:
+        flushed.append(len(self._pending))
+        flush(self)
+
+    monkeypatch.setattr(deadlines.LingeringTransport, "_flush", counted)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_head("/x", 2) + b"ab")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(65536), 5)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"size": 2}')
+    assert 2 in flushed  # uvicorn's head and body writes, one send
+    writer.close()
