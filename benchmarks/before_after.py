@@ -4,11 +4,14 @@ The workload the issue measured: a TorchScript MLP (784 -> 64 -> 10, 784 floats 
 behind a handler that parses JSON (assets/mlp_handler.py), TorchServe batching on (batch 8,
 5 ms), one worker, wrk at 16 connections, one instance per v1 request. Systems:
   ts-rest           TorchServe called directly (the working tree's server's TorchServe)
+  ts-rest-default-spin
+                    TorchServe called directly, as the revision before starts it: torch's OpenMP
+                    threads with libgomp's default spin (what config/cpus.py changed)
   ours-before-v1    the server of git revision --before (default: main as this round began),
                     run from an exported copy of that revision with the same venv
   ours-v1           the working tree's server
   inprocess-kserve  a plain kserve.Model running the same TorchScript in-process
-All four get the same warm-up (Java's CPU per request printed by 2-s window, to show it
+All get the same warm-up (Java's CPU per request printed by 2-s window, to show it
 settled), then interleaved rounds (median reported), with CPU per request of every process.
 
   .venv/bin/python benchmarks/run.py --only before_after [--before REV] [--warmup 20]
@@ -97,9 +100,17 @@ def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
         key = json.loads((after.work_dir / "key_file.json").read_text())["inference"]["key"]
         ts_url = f"{props['inference_address']}/predictions/mlp"
         ts_body = json.dumps(instance()).encode()
+        # The revision before set only OMP_NUM_THREADS: its TorchServe runs with libgomp's default spin
+        # (config/cpus.py), as a TorchServe started by hand would.
+        stock = parse_properties((before.work_dir / "config.properties").read_text())
+        stock_key = json.loads((before.work_dir / "key_file.json").read_text())["inference"]["key"]
+        stock_url = f"{stock['inference_address']}/predictions/mlp"
         systems: dict[str, tuple[Callable[[int, float], dict[str, Any]], Processes]] = {
             "ts-rest": (lambda c, s: load.wrk(ts_url, ts_body, "application/json",
                                               {"Authorization": f"Bearer {key}"}, c, s), Processes(after)),
+            "ts-rest-default-spin": (lambda c, s: load.wrk(stock_url, ts_body, "application/json",
+                                                           {"Authorization": f"Bearer {stock_key}"}, c, s),
+                                     Processes(before)),
             f"ours-before-v1 ({revision})": (lambda c, s: load.wrk(f"{before.url}/v1/models/mlp:predict", v1,
                                                                    "application/json", {}, c, s), Processes(before)),
             "ours-v1": (lambda c, s: load.wrk(f"{after.url}/v1/models/mlp:predict", v1, "application/json", {}, c, s),

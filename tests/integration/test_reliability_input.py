@@ -83,7 +83,7 @@ def test_a_large_body_failing_the_v2_schema_is_not_echoed(server: Server) -> Non
     """kserve answered a 12.9 MB body failing its schema with 422 and the body inside a 20.6 MB answer."""
     raw = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": MARKER + "x" * 5_000_000}]})
     status, body = http("POST", server.url + V2, raw=raw.encode())
-    assert "array" in _assert_short_error(status, body, (400,))  # pydantic's words: data must be an array
+    assert "valid list" in _assert_short_error(status, body, (400,))  # kserve's words: data must be a list
 
 
 # (id, inputs, words the message must hold: the input, what it got, what fits)
