@@ -47,7 +47,7 @@ def print_part_two(report: dict[str, Any]) -> None:
         print(f"size {label:<22} body {point['v1_body_bytes']:>9} B  ours cpu ms/req "
               f"{point['ours-v1-rest']['cpu_ms_per_request']}  ts-direct {point['ts-rest']['cpu_ms_per_request']}")
     for design, result in report.get("many", {}).items():
-        print(f"32 instances, {design}: x{result['instances_per_s_ratio']} instances/s; " + "; ".join(
+        print(f"32 instances, {design}: x{result['instances_per_s_ratio']} (c=2), x{result.get('instances_per_s_ratio_c8')} (c=8) instances/s; " + "; ".join(
             f"{k}: {v['instances_per_s']}/s cpu/instance {v['cpu_ms_per_instance']}"
             for k, v in result.items() if isinstance(v, dict)))
     before_after = report.get("before_after")

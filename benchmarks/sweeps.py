@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
-from benchmarks.run import ROOT, Processes, measure
+from benchmarks.run import ROOT, Processes, _cpu_seconds, measure
 from kserve_torchserve.backend.ports import free_ports
 from kserve_torchserve.config.properties import parse_properties
 from tests.helpers import Server, build_mar
@@ -89,6 +89,18 @@ def settled(server: Server, model: str, body: bytes, ctype: str) -> Callable[[],
         raise RuntimeError(f"TorchServe did not work off its queue in 300 s (last answer {answer.status_code})")
 
     return wait
+
+
+def idle(pid: int, timeout_s: float = 300) -> None:
+    """Wait until process ``pid`` stops using CPU (under 5% of a core over 0.5 s): a server that keeps
+    computing requests whose client went away would otherwise take the cores from the next system."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = _cpu_seconds(pid)
+        time.sleep(0.5)
+        if _cpu_seconds(pid) - before < 0.025:
+            return
+    raise RuntimeError(f"process {pid} kept computing for {timeout_s:.0f} s")
 
 
 def _systems(server: Server, workload: dict[str, Any], inprocess: InProcessServer | None) -> dict[str, Callable[[int, float], dict[str, Any]]]:
@@ -163,7 +175,12 @@ def batching(workloads: dict[str, dict[str, Any]], work: Path, seconds: float, r
             procs.groups["inprocess"] = [inprocess.proc.pid]
             systems = _systems(server, workload, inprocess)
             ctype = "application/json" if workload["model"] == "digits" else "application/octet-stream"
-            barrier = settled(server, workload["model"], workload["ts_body"], ctype)
+            queue = settled(server, workload["model"], workload["ts_body"], ctype)
+
+            def barrier() -> None:
+                queue()
+                idle(inprocess.proc.pid)  # the in-process server, too, works off what wrk left it (W2: seconds)
+
             settling = warm_up(systems, procs, warmup_s, 16, barrier)
             report[name] = {"warmup_java_ms_per_request": settling,
                             "systems": _points(systems, procs, [16, 64], seconds, repeats, f"{name}-batch8",
@@ -240,6 +257,8 @@ def many(workloads: dict[str, dict[str, Any]], work: Path, seconds: float, repea
             systems: dict[str, Callable[[int, float], dict[str, Any]]] = {
                 "32 single-instance requests (c=32)": lambda c, s: load.wrk(url, one, "application/json", {}, 32, s),
                 "one 32-instance request (c=2)": lambda c, s: load.wrk(url, thirty_two, "application/json", {}, 2, s),
+                # Two requests in flight never fill a batch of 8: every batch waits out the 5-ms delay. Eight do.
+                "one 32-instance request (c=8)": lambda c, s: load.wrk(url, thirty_two, "application/json", {}, 8, s),
             }
             warm_up(systems, procs, warmup_s, 0)
             points = _points(systems, procs, [0], seconds, repeats, design)
@@ -249,8 +268,9 @@ def many(workloads: dict[str, dict[str, Any]], work: Path, seconds: float, repea
                 result[name] = {"instances_per_s": round(point["rps"] * per, 1),
                                 "cpu_ms_per_instance": {k: round(v / per, 4) for k, v in point["cpu_ms_per_request"].items()},
                                 "rounds_rps": point["rounds_rps"]}
-            a, b = result["one 32-instance request (c=2)"], result["32 single-instance requests (c=32)"]
-            result["instances_per_s_ratio"] = round(a["instances_per_s"] / b["instances_per_s"], 2)
+            single = result["32 single-instance requests (c=32)"]["instances_per_s"]
+            result["instances_per_s_ratio"] = round(result["one 32-instance request (c=2)"]["instances_per_s"] / single, 2)
+            result["instances_per_s_ratio_c8"] = round(result["one 32-instance request (c=8)"]["instances_per_s"] / single, 2)
             report[design] = result
         finally:
             server.stop()
