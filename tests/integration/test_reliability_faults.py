@@ -216,7 +216,11 @@ def test_a_model_that_crashes_on_load_is_not_ready_with_its_reason_and_the_other
     assert http("GET", f"{faults.url}/v2/health/ready")[0] == 200
     assert predict(faults, "faulty", {"n": 1})[0] == 200 and predict(faults, "batchy", {"n": 1})[0] == 200
     time.sleep(max(0.0, 3 - (time.monotonic() - counted_at)))  # TorchServe's retries come after 1, 1, 2 s...
-    assert 1 <= attempts <= 2, attempts
+    # At least one start, or the pattern matches nothing and "none since" below would hold vacuously.
+    assert attempts >= 1, "no 'Torch worker started' line for broken in the log: the counts prove nothing"
+    # The first try, and at most the one retry TorchServe schedules 1 s later if the failed registration
+    # has not yet scaled the model to no worker (1 here when idle; a loaded CI host can reach the retry).
+    assert attempts <= 2, f"TorchServe started broken's worker {attempts} times during start-up"
     assert len(started.findall(faults.log())) == attempts  # none since start-up
     # Bounded for good, not only for these 3 s: TorchServe keeps its entry scaled to no worker at all,
     # so nothing of it can be retried later (its back-off grows to minutes).
