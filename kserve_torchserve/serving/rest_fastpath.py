@@ -13,8 +13,8 @@ are the same on both paths. Everything else goes to kserve's app, with the body 
 other routes, CloudEvents (``ce-*`` headers or their content type), the v2 binary-data
 extension, v1 bodies in kserve's other accepted content types. The common v2 body is read
 and its answer written without kserve's pydantic models (v2_json.py); any other v2 body is
-validated by them, and one that kserve's schema rejects is answered here, 400 with pydantic's first complaint (kserve's 422 echoed
-the whole body).
+validated by them, and one that kserve's schema rejects is answered here, 400 with
+pydantic's first complaint (kserve's 422 echoed the whole body).
 
 Before any of that, every HTTP request passes the checks of limits.py (size, content type)
 and its body is read here, bounded, whichever path serves it.
@@ -30,10 +30,8 @@ import logging
 import time
 from typing import Any
 
-import orjson
-
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.rest.v2_datamodels import InferenceRequest, InferenceResponse
+from kserve.protocol.rest.v2_datamodels import InferenceResponse
 from kserve.constants.constants import PredictorProtocol
 from kserve.errors import ModelNotReady
 from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -93,10 +91,11 @@ class FastPath:
         protocol, name = target
         request: Any = body
         if protocol == "v2":
-            request = v2_json.parse(body, name)  # the common request, without pydantic (v2_json.py)
+            document = v2_json.loads(body)
+            request = v2_json.common_request(document, name)  # without pydantic (v2_json.py)
         if protocol == "v2" and request is None:
             try:
-                request = _validated(body)
+                request = v2_json.validated(body, document)
             except ValidationError as exc:
                 message = errors.validation_message(exc.errors(include_url=False, include_input=False), body)
                 await self._refuse(scope, send, 400, message)
@@ -149,13 +148,9 @@ class FastPath:
             response_headers: dict[str, str] = {}
             answer = await self._timed(model, model.predict_v1_bytes(request, headers, response_headers), headers)
             return await send_bytes(send, 200, answer, {**response_headers, "content-type": "application/json"})
-        plain = False  # a v2 request v2_json parsed, whose answer it may write too
         if protocol == "v1":
             decoded, attributes = self.dataplane.decode(body=request, headers=headers)
-        elif isinstance(request, InferRequest):  # v2_json made it: what decode would return
-            decoded, attributes = request, {}
-            plain = True
-        else:
+        else:  # decode returns an InferRequest (v2_json's) as it is
             decoded, attributes = self.dataplane.decode(
                 request, headers, protocol_version=PredictorProtocol.REST_V2.value, model_name=name
             )
@@ -165,7 +160,9 @@ class FastPath:
             response = await self._timed(model, model.predict(decoded, headers, response_headers), headers)
         else:
             response, response_headers = await self.dataplane.infer(model_name=name, request=decoded, headers=headers)
-        rendered = v2_json.render(response) if plain and isinstance(response, InferResponse) else None
+        # A request v2_json made (kserve's own are InferenceRequests) may have its answer written by it too.
+        plain = isinstance(request, InferRequest) and isinstance(response, InferResponse)
+        rendered = v2_json.render(response) if plain else None
         if rendered is not None:  # DataPlane.encode's work for a plain answer to a plain request
             response_headers.pop("content-length", None)
             response_headers.pop("content-type", None)
@@ -209,17 +206,6 @@ class FastPath:
         """The answer kserve's app gives for ``exc`` (the same handler: errors.py), logged once."""
         response = errors.error_response(scope, exc)
         await response(scope, _no_body, send)
-
-
-def _validated(body: bytes) -> InferenceRequest:
-    """kserve's request model over a body v2_json did not take, checked as FastAPI checks it: parsed, then
-    validated in Python mode (whose words kserve's endpoint gives: "a valid list", not "a valid array");
-    a body orjson cannot parse in JSON mode, which says where its syntax breaks."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return InferenceRequest.model_validate_json(body)
-    return InferenceRequest.model_validate(document, from_attributes=True)  # as FastAPI does for a body
 
 
 async def _no_body() -> Message:

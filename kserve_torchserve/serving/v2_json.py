@@ -7,12 +7,12 @@ CPU in kserve's request and response models: ``InferenceRequest.model_validate_j
 validate and dump. For a request that is plainly well formed, all that work checks what
 one pass over the parsed JSON can check.
 
-``parse`` takes the common request: ``{"id"?, "inputs": [{"name", "shape", "datatype",
-"data"}, ...]}``, every field of the type kserve's schema wants, without coercion. It
-returns the same ``InferRequest`` kserve's decode would, or None for anything else (bad JSON,
-missing or extra fields, parameters, requested outputs, FP16, a value pydantic would coerce
-or refuse), which then takes kserve's path: its answers and errors stay kserve's, word for
-word. ``render`` writes the answer to such a request as kserve's endpoint serializes it (the
+The body is parsed once (``loads``). ``common_request`` takes the common request:
+``{"id"?, "inputs": [{"name", "shape", "datatype", "data"}, ...]}``, every field of the type
+kserve's schema wants, without coercion. It returns the same ``InferRequest`` kserve's decode
+would, or None for anything else (bad JSON, missing or extra fields, parameters, requested
+outputs, FP16, a value pydantic would coerce or refuse), which ``validated`` then checks with
+kserve's model as FastAPI would: its answers and errors stay kserve's, word for word. ``render`` writes the answer to such a request as kserve's endpoint serializes it (the
 same keys in the same order: tests/unit/serving/test_rest_fastpath.py compares the bytes),
 or returns None when the answer needs kserve's encoder (parameters, binary outputs).
 """
@@ -23,17 +23,25 @@ from typing import Any
 
 import orjson
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
 _REQUEST_KEYS = ({"inputs"}, {"id", "inputs"})
 _INPUT_KEYS = {"name", "shape", "datatype", "data"}
 
 
-def parse(body: bytes, model_name: str) -> InferRequest | None:
-    """The request as kserve's decode makes it, when it is of the common form; else None."""
+NOT_JSON: Any = object()  # what ``loads`` returns for a body that is not JSON orjson reads
+
+
+def loads(body: bytes) -> Any:
+    """The parsed body, or NOT_JSON: parsed once, for ``common_request`` and, failing that, ``validated``."""
     try:
-        document = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
+        return NOT_JSON
+
+
+def common_request(document: Any, model_name: str) -> InferRequest | None:
+    """The request as kserve's decode makes it, when the parsed body is of the common form; else None."""
     if type(document) is not dict or document.keys() not in _REQUEST_KEYS:
         return None
     request_id, inputs = document.get("id"), document["inputs"]
@@ -51,6 +59,16 @@ def parse(body: bytes, model_name: str) -> InferRequest | None:
         # What InferRequest.from_inference_request builds: parameters {} per input, none for the request.
         tensors.append(InferInput(name=name, shape=shape, datatype=datatype, data=data, parameters={}))
     return InferRequest(model_name=model_name, infer_inputs=tensors, request_id=request_id)
+
+
+def validated(body: bytes, document: Any) -> InferenceRequest:
+    """kserve's request model over a body ``common_request`` did not take, checked as FastAPI checks it:
+    the parsed body validated in Python mode (whose words kserve's endpoint gives: "a valid list", not
+    "a valid array"); a body orjson could not parse, in JSON mode, which says where its syntax breaks.
+    Raises pydantic's ValidationError."""
+    if document is NOT_JSON:
+        return InferenceRequest.model_validate_json(body)
+    return InferenceRequest.model_validate(document, from_attributes=True)  # as FastAPI does for a body
 
 
 def render(response: InferResponse) -> bytes | None:
