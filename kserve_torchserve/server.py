@@ -34,7 +34,7 @@ from .backend.configure import write_config
 from .backend.process import Layout, TorchServeProcess
 from .backend.supervisor import RestartPolicy, Supervisor
 from .backend.worker_log import LoadFailures
-from .config.cpus import threads_per_worker, torch_thread_env
+from .config.cpus import describe_threads, threads_per_worker
 from .config.properties import LOOPBACK
 from .config.settings import Settings
 from .errors import ManagementError, StartupError, TorchServeGaveUp, UpstreamError
@@ -155,10 +155,8 @@ class Server:
         )
         try:
             await supervisor.start()
-            threads = {**os.environ, **torch_thread_env(torch_threads, os.environ)}
-            spin = threads.get("GOMP_SPINCOUNT") or f"OMP_WAIT_POLICY={threads['OMP_WAIT_POLICY']}"
             logger.info("%s", await summary(settings, client, management, props,
-                                            f"{threads['OMP_NUM_THREADS']} (OpenMP spin count {spin})"))
+                                            describe_threads(torch_threads, os.environ)))
         except BaseException:
             await supervisor.stop()
             await client.close()

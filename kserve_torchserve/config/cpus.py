@@ -66,5 +66,12 @@ def torch_thread_env(threads: int, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def describe_threads(threads: int, env: Mapping[str, str]) -> str:
+    """What a worker gets (``torch_thread_env`` over ``env``), for the start-up summary."""
+    worker = {**env, **torch_thread_env(threads, env)}
+    spin = worker.get("GOMP_SPINCOUNT") or f"OMP_WAIT_POLICY={worker['OMP_WAIT_POLICY']}"
+    return f"{worker['OMP_NUM_THREADS']} (OpenMP spin count {spin})"
+
+
 def threads_per_worker(workers: int, cpus: int | None = None) -> int:
     return max(1, (cpus or available_cpus()) // max(1, workers))

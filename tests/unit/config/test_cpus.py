@@ -23,6 +23,14 @@ def test_torch_threads_get_a_short_spin_unless_the_user_chose() -> None:
     assert torch_thread_env(2, {"OMP_WAIT_POLICY": "PASSIVE"}) == {"OMP_NUM_THREADS": "2"}
 
 
+def test_the_summary_says_what_a_worker_gets() -> None:
+    from kserve_torchserve.config.cpus import describe_threads
+
+    assert describe_threads(2, {}) == "2 (OpenMP spin count 10000)"
+    assert describe_threads(2, {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}) == \
+        "1 (OpenMP spin count OMP_WAIT_POLICY=PASSIVE)"
+
+
 def test_a_torchserve_child_gets_the_thread_settings(tmp_path: Path) -> None:
     from kserve_torchserve.backend.process import Layout, child_env
 
