@@ -29,7 +29,6 @@ from typing import Any, Callable
 from benchmarks import load
 from benchmarks.run import ROOT, Processes, measure
 from benchmarks.sweeps import BATCH_ENV, InProcessServer, warm_up
-from kserve_torchserve.config.properties import parse_properties
 from tests.helpers import Server, build_mar
 
 # main when this round began (the "today's code"): the last landed commit before it.
@@ -96,14 +95,12 @@ def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
         for server in servers:
             server.wait_ready(timeout=300)
         after, before = servers
-        props = parse_properties((after.work_dir / "config.properties").read_text())
-        key = json.loads((after.work_dir / "key_file.json").read_text())["inference"]["key"]
+        props, key = after.torchserve()
         ts_url = f"{props['inference_address']}/predictions/mlp"
         ts_body = json.dumps(instance()).encode()
         # The revision before set only OMP_NUM_THREADS: its TorchServe runs with libgomp's default spin
         # (config/cpus.py), as a TorchServe started by hand would.
-        stock = parse_properties((before.work_dir / "config.properties").read_text())
-        stock_key = json.loads((before.work_dir / "key_file.json").read_text())["inference"]["key"]
+        stock, stock_key = before.torchserve()
         stock_url = f"{stock['inference_address']}/predictions/mlp"
         systems: dict[str, tuple[Callable[[int, float], dict[str, Any]], Processes]] = {
             "ts-rest": (lambda c, s: load.wrk(ts_url, ts_body, "application/json",

@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
 from benchmarks.run import RESULTS, Processes, build_workloads, measure  # noqa: E402
-from kserve_torchserve.config.properties import parse_properties  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -78,8 +77,7 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_ar
         fronts: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
             server.wait_ready(timeout=300)
-            props = parse_properties((server.work_dir / "config.properties").read_text())
-            key = json.loads((server.work_dir / "key_file.json").read_text())["inference"]["key"]
+            props, key = server.torchserve()
             for kind, port in zip(("echo", "forward"), free_ports(2)):
                 proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "grpc_fronts.py"), kind, str(port),
                                          str(server.work_dir)])

@@ -27,7 +27,6 @@ from benchmarks import load
 from benchmarks.before_after import CONCURRENCY, DEFAULT_BEFORE, _model, instance, start_pair
 from benchmarks.run import Processes, measure
 from benchmarks.sweeps import BATCH_ENV, warm_up
-from kserve_torchserve.config.properties import parse_properties
 from tests.helpers import Server
 
 _JOB_LINE = b"Sending response for jobId"
@@ -58,8 +57,7 @@ def java_cost(work: Path, seconds: float, repeats: int, warmup_s: float,
         for server in servers:
             server.wait_ready(timeout=300)
         after, before = servers
-        props = parse_properties((after.work_dir / "config.properties").read_text())
-        key = json.loads((after.work_dir / "key_file.json").read_text())["inference"]["key"]
+        props, key = after.torchserve()
         ts_url, auth = f"{props['inference_address']}/predictions/mlp", {"Authorization": f"Bearer {key}"}
         multipart_type, multipart_body = _multipart("data", raw)
         systems: dict[str, tuple[Callable[[int, float], dict[str, Any]], Server]] = {

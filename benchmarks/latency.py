@@ -31,7 +31,6 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2pb  # noqa: E402
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as v2grpc  # noqa: E402
 
 from kserve_torchserve.backend import grpc_stubs  # noqa: E402
-from kserve_torchserve.config.properties import parse_properties  # noqa: E402
 from tests.helpers import Server, digits_example  # noqa: E402
 
 
@@ -84,8 +83,7 @@ def main() -> int:
         try:
             server.wait_ready()
             results["startup_to_ready_s"] = round(time.perf_counter() - started, 2)
-            props = parse_properties((server.work_dir / "config.properties").read_text())
-            key = json.loads((server.work_dir / "key_file.json").read_text())["inference"]["key"]
+            props, key = server.torchserve()
             ts_rest_port = int(props["inference_address"].rsplit(":", 1)[1])
             ts_grpc = f"127.0.0.1:{props['grpc_inference_port']}"
 

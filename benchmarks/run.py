@@ -47,7 +47,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
 from benchmarks.report import plot, print_part_two, print_table  # noqa: E402
-from kserve_torchserve.config.properties import parse_properties  # noqa: E402
 from tests.helpers import Server, digits_example  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -168,8 +167,7 @@ def bench_server(name: str, workload: dict[str, Any], env: dict[str, str], level
         started = time.perf_counter()
         server.wait_ready(timeout=300)
         startup = time.perf_counter() - started
-        props = parse_properties((server.work_dir / "config.properties").read_text())
-        key = json.loads((server.work_dir / "key_file.json").read_text())["inference"]["key"]
+        props, key = server.torchserve()
         procs = Processes(server)
         ts_rest = props["inference_address"]
         ts_grpc = f"127.0.0.1:{props['grpc_inference_port']}"

@@ -28,7 +28,6 @@ from typing import Any, Callable
 from benchmarks import load
 from benchmarks.run import ROOT, Processes, _cpu_seconds, measure
 from kserve_torchserve.backend.ports import free_ports
-from kserve_torchserve.config.properties import parse_properties
 from tests.helpers import Server, build_mar
 
 # TorchServe's job queue (100 by default) is raised so that closed loops never overflow it: a
@@ -75,8 +74,7 @@ def settled(server: Server, model: str, body: bytes, ctype: str) -> Callable[[],
     to work them off: without the barrier the next system meets a full queue (503s) or a backlog."""
     import requests
 
-    props = parse_properties((server.work_dir / "config.properties").read_text())
-    key = json.loads((server.work_dir / "key_file.json").read_text())["inference"]["key"]
+    props, key = server.torchserve()
 
     def wait() -> None:
         deadline = time.monotonic() + 300
@@ -104,8 +102,7 @@ def idle(pid: int, timeout_s: float = 300) -> None:
 
 
 def _systems(server: Server, workload: dict[str, Any], inprocess: InProcessServer | None) -> dict[str, Callable[[int, float], dict[str, Any]]]:
-    props = parse_properties((server.work_dir / "config.properties").read_text())
-    key = json.loads((server.work_dir / "key_file.json").read_text())["inference"]["key"]
+    props, key = server.torchserve()
     model = workload["model"]
     v1 = json.dumps({"instances": [workload["instance"]]}).encode()
     v2 = json.dumps(workload["v2"]).encode()
@@ -220,8 +217,7 @@ def sizes(work: Path, seconds: float, repeats: int, warmup_s: float) -> dict[str
     try:
         server.wait_ready(timeout=300)
         procs = Processes(server)
-        props = parse_properties((server.work_dir / "config.properties").read_text())
-        key = json.loads((server.work_dir / "key_file.json").read_text())["inference"]["key"]
+        props, key = server.torchserve()
         for label, (instance, ts_body, ctype) in _size_payloads().items():
             v1 = json.dumps({"instances": [instance]}).encode()
             systems: dict[str, Callable[[int, float], dict[str, Any]]] = {

@@ -120,6 +120,14 @@ class Server:
             time.sleep(0.2)
         raise AssertionError(f"server not ready after {timeout}s:\n{self.log()[-4000:]}")
 
+    def torchserve(self, api: str = "inference") -> tuple[dict[str, str], str]:
+        """TorchServe's properties as this server wrote them (addresses, ports) and its key for ``api``,
+        for calling the same TorchServe directly."""
+        from kserve_torchserve.config.properties import parse_properties
+
+        props = parse_properties((self.work_dir / "config.properties").read_text())
+        return props, str(json.loads((self.work_dir / "key_file.json").read_text())[api]["key"])
+
     def java_pid(self) -> int:
         return int((self.work_dir / "tmp" / ".model_server.pid").read_text().strip())
 
