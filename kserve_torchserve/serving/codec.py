@@ -145,7 +145,12 @@ def _numeric_output(predictions: Sequence[Any], float_type: str, binary: bool) -
     else:
         return None
     output = InferOutput(name="output-0", shape=list(array.shape), datatype=datatype)
-    output.set_data_from_numpy(array.astype(dtype), binary_data=binary)
+    if binary:
+        output.set_data_from_numpy(array.astype(dtype), binary_data=True)
+    else:
+        # What set_data_from_numpy gives for JSON (each element's .item()), by tolist in C: kserve's
+        # element-by-element loop cost ~0.7 us per element (50 us for 64 floats, 0.1 s for 150,528).
+        output.data = array.astype(dtype).ravel().tolist()
     return output
 
 

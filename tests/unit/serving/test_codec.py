@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferInput, InferRequest
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest
 
 from kserve_torchserve.serving import codec
 
@@ -126,6 +126,27 @@ def test_v2_response_numeric_and_bytes() -> None:
 
     ints = codec.v2_response(request, "m", [1, 2])
     assert (ints.outputs[0].datatype, ints.outputs[0].as_numpy().tolist()) == ("INT64", [1, 2])
+
+
+@pytest.mark.parametrize("predictions,float_type", [
+    ([[0.1, 0.7], [1e-40, 3.0]], "FP32"),  # float32 rounding, a subnormal
+    ([[0.1, 0.7]], "FP64"),
+    ([[1, -2], [3, 2**40]], "FP32"),
+    ([True, False], "FP32"),
+    ([[[1.5]], [[2.5]]], "FP32"),
+])
+def test_v2_response_json_data_is_kserves_set_data_from_numpy(predictions: list[object], float_type: str) -> None:
+    """The output's JSON data is what kserve's set_data_from_numpy makes (values and their Python types),
+    made without its loop over elements; binary outputs are still kserve's."""
+    request = _request(InferInput("x", [1], float_type, data=[1.0]))
+    output = codec.v2_response(request, "m", predictions).outputs[0]
+    expected = InferOutput(name="output-0", shape=output.shape, datatype=output.datatype)
+    expected.set_data_from_numpy(np.asarray(predictions).astype(output.as_numpy().dtype), binary_data=False)
+    assert output.data == expected.data
+    assert [type(v) for v in output.data] == [type(v) for v in expected.data]
+    binary_request = InferRequest(model_name="m", infer_inputs=request.inputs, parameters={"binary_data_output": True})
+    binary = codec.v2_response(binary_request, "m", predictions).outputs[0]
+    assert binary.data is None and binary._raw_data == np.asarray(predictions).astype(binary.as_numpy().dtype).tobytes()
 
 
 def _png() -> bytes:

@@ -17,10 +17,11 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.infer_type import InferOutput, InferResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from prometheus_client import REGISTRY
 
-from kserve_torchserve.serving.grpc_fastpath import LeanGRPCServer
+from kserve_torchserve.serving.grpc_fastpath import LeanGRPCServer, to_grpc
 from kserve_torchserve.backend.ports import free_ports
 from kserve_torchserve.serving.rest import TorchServeDataPlane
 from tests.unit.fake_torchserve import two_models
@@ -96,6 +97,25 @@ CASES: list[tuple[str, pb.ModelInferRequest, str]] = [
     ("model not ready", pb.ModelInferRequest(model_name="starting", inputs=[Tensor(
         name="x", datatype="FP32", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1]))]), "UNAVAILABLE"),
 ]
+
+
+def _response(datatype: str, data: list[Any], binary: bool = False, parameters: dict[str, Any] | None = None,
+              output_parameters: dict[str, Any] | None = None) -> InferResponse:
+    output = InferOutput(name="output-0", shape=[len(data)], datatype=datatype, data=list(data),
+                         parameters=output_parameters)
+    return InferResponse(response_id="r1", model_name="m", model_version="2", infer_outputs=[output],
+                         use_binary_outputs=binary, parameters=parameters)
+
+
+@pytest.mark.parametrize("args", [
+    ("FP32", [0.25, -1.5]), ("FP64", [0.1]), ("INT64", [1, 2**40]), ("BOOL", [True, False]), ("INT32", [7]),
+    ("UINT8", [255]), ("BYTES", ["text", b"\x89PNG"]), ("FP16", [1.0]), ("FP32", [0.5], True),
+    ("FP32", [0.5], False, {"note": "x"}), ("FP32", [0.5], False, None, {"unit": "m"}), ("FP32", []),
+], ids=lambda a: "-".join(str(x) for x in a if not isinstance(x, list)))
+def test_to_grpc_gives_kserves_message(args: tuple[Any, ...]) -> None:
+    """Our conversion of a response to gRPC is kserve's, message for message (each side gets its own
+    response: kserve's conversion changes the one it converts)."""
+    assert to_grpc(_response(*args)) == _response(*args).to_grpc()
 
 
 async def _answer(stub: Any, method: str, request: Any) -> tuple[str, Any]:
