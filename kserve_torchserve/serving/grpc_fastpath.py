@@ -9,7 +9,8 @@ measures ours against the leanest Python front and TorchServe's own gRPC).
 
 Here ModelInfer for one of our models does what kserve's path does, in the same order:
 kserve's ``validate_grpc_request`` -> ``InferRequest.from_grpc`` -> ``model.predict``
--> ``to_grpc``, recording kserve's per-model preprocess/predict/postprocess
+-> ``to_grpc`` (ours, the same message without kserve's pass over every element of a
+numeric output), recording kserve's per-model preprocess/predict/postprocess
 histograms, with errors answered by ``QuietExceptionToStatus``: kserve's codes, the messages
 REST answers with (errors.py), one log line each instead of kserve's traceback per bad call.
 The inputs' datatypes and shapes are checked before kserve converts them (tensors.py), so an
