@@ -1,0 +1,179 @@
+"""Where our process's CPU goes under load, for one protocol: the figures behind benchmarks/README.md's
+"where the time goes" paragraphs, reproducible.
+
+W1 (the digits MLP) behind one server of ours, batch 8 / 5 ms unless --batch 1; load from wrk
+(v1, v2 REST) or a grpc.aio closed loop (v2 gRPC), after a warm-up. Prints, per measured round:
+req/s; CPU ms per request of our process (user / system), Java and the workers; our process's
+CPU per request by thread (the event loop's, gRPC's poller and event-engine threads, ...). With
+--spy, py-spy then samples our process (Python frames, no native ones: it does not stop the
+process) under the same load and the busiest functions are printed, by own time and with what
+they call; the raw stacks are kept next to the JSON.
+
+  benchmarks/setup.sh && .venv/bin/python benchmarks/profile.py --api v2 [--concurrency 16]
+      [--batch 8] [--seconds 8] [--rounds 2] [--warmup 10] [--spy] [--top 25]
+Writes benchmarks/results/<date>-profile-<api>.json (and ...-profile-<api>.stacks.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import load  # noqa: E402
+from benchmarks.run import RESULTS, Processes, measure  # noqa: E402
+from tests.helpers import Server, digits_example  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def threads(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, keyed ``name:tid``."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended between listdir and read
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        out[f"{name}:{tid}"] = (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def user_system(pid: int) -> tuple[float, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def load_for(server: Server, protocol: str, concurrency: int) -> Callable[[float], dict[str, Any]]:
+    """A call that puts ``seconds`` of load on ``server`` over ``protocol``, one digits instance per request."""
+    instance = json.loads((digits_example() / "request.json").read_text())["instances"][0]
+    v2 = {"inputs": [{"name": "pixels", "shape": [1, len(instance)], "datatype": "FP32", "data": instance}]}
+    if protocol == "grpc":
+        target = f"127.0.0.1:{server.grpc_port}"
+        return lambda seconds: asyncio.run(load.grpc_ours(target, "digits", {"v2": v2}, concurrency, seconds))
+    if protocol == "v2":
+        url, body = f"{server.url}/v2/models/digits/infer", json.dumps(v2).encode()
+    else:
+        url, body = f"{server.url}/v1/models/digits:predict", json.dumps({"instances": [instance]}).encode()
+    return lambda seconds: load.wrk(url, body, "application/json", {}, concurrency, seconds)
+
+
+def measured_round(server: Server, procs: Processes, run: Callable[[float], dict[str, Any]],
+                   seconds: float) -> dict[str, Any]:
+    pid = server.proc.pid
+    (user0, system0), threads0 = user_system(pid), threads(pid)
+    point = measure(lambda: run(seconds), procs)
+    (user1, system1), threads1 = user_system(pid), threads(pid)
+    requests: int = max(point["requests"], 1)
+
+    def per_request(delta: float) -> float:
+        return round(1000 * delta / requests, 3)
+
+    point["ours_user_system_ms"] = [per_request(user1 - user0), per_request(system1 - system0)]
+    spent = {name: per_request(total - threads0.get(name, 0.0)) for name, total in threads1.items()}
+    point["ours_by_thread_ms"] = {name: ms for name, ms in sorted(spent.items(), key=lambda kv: -kv[1]) if ms > 0}
+    return point
+
+
+def spy(pid: int, seconds: float, output: Path, run: Callable[[float], dict[str, Any]]) -> None:
+    """py-spy's raw stacks of ``pid`` (Python frames, sampled without stopping it) while ``run`` loads it."""
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("py-spy is not installed: run benchmarks/setup.sh")
+    recorder = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
+                                 "--nonblocking", "--format", "raw", "--output", str(output)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run(seconds + 2)  # a little longer than the recording, so that it never samples an idle server
+    finally:
+        recorder.wait(timeout=60)
+
+
+def busiest(stacks: Path, top: int) -> dict[str, list[tuple[str, float]]]:
+    """Shares of the samples: by the line running (own), and by every function on the stack (inclusive)."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in stacks.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        frames = stack.split(";")
+        own[frames[-1]] += samples  # by line: where in the function
+        for function in {re.sub(r":\d+\)$", ")", frame) for frame in frames}:  # by function, whatever the line
+            inclusive[function] += samples
+
+    def share(counter: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(frame, round(100 * n / max(total, 1), 1)) for frame, n in counter.most_common(top)]
+
+    return {"own": share(own), "inclusive": share(inclusive)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--api", choices=("v1", "v2", "grpc"), default="v1",
+                        help="v1 or v2 REST, or v2 gRPC (not --protocol: kserve, imported here, parses that one)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8, help="TS_BATCH_SIZE (1: no batching)")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load before measuring (Java's JIT)")
+    parser.add_argument("--spy", action="store_true", help="also sample our process with py-spy")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+
+    env = {"TS_BATCH_SIZE": str(args.batch), "TS_MAX_BATCH_DELAY": "5"} if args.batch > 1 else {}
+    stem = f"{datetime.date.today().isoformat()}-profile-{args.api}"
+    result: dict[str, Any] = {"api": args.api, "concurrency": args.concurrency, "batch": args.batch,
+                              "rounds": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(digits_example() / "model-store", Path(tmp), model_name="digits", env=env)
+        try:
+            server.wait_ready(300)
+            procs = Processes(server)
+            run = load_for(server, args.api, args.concurrency)
+            run(args.warmup)
+            for index in range(args.rounds):
+                point = measured_round(server, procs, run, args.seconds)
+                result["rounds"].append(point)
+                cpu = point["cpu_ms_per_request"]
+                print(f"round {index + 1}: {point['rps']:.0f} req/s; CPU ms per request: ours {cpu['ours']} "
+                      f"(user {point['ours_user_system_ms'][0]}, system {point['ours_user_system_ms'][1]}), "
+                      f"java {cpu['java']}, workers {cpu['workers']}")
+                print("  ours by thread:", ", ".join(f"{n} {ms}" for n, ms in point["ours_by_thread_ms"].items()))
+            if args.spy:
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                stacks = RESULTS / f"{stem}.stacks.txt"
+                spy(server.proc.pid, args.seconds, stacks, run)
+                result["py_spy"] = busiest(stacks, args.top)
+                for kind in ("own", "inclusive"):
+                    print(f"py-spy, share of our process's samples ({kind}):")
+                    for frame, percent in result["py_spy"][kind]:
+                        print(f"  {percent:5.1f}%  {frame}")
+        finally:
+            server.stop()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {RESULTS / f'{stem}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
