@@ -100,10 +100,10 @@ CASES: list[tuple[str, pb.ModelInferRequest, str]] = [
 
 
 def _response(datatype: str, data: list[Any], binary: bool = False, parameters: dict[str, Any] | None = None,
-              output_parameters: dict[str, Any] | None = None) -> InferResponse:
+              output_parameters: dict[str, Any] | None = None, version: str | None = "2") -> InferResponse:
     output = InferOutput(name="output-0", shape=[len(data)], datatype=datatype, data=list(data),
                          parameters=output_parameters)
-    return InferResponse(response_id="r1", model_name="m", model_version="2", infer_outputs=[output],
+    return InferResponse(response_id="r1", model_name="m", model_version=version, infer_outputs=[output],
                          use_binary_outputs=binary, parameters=parameters)
 
 
@@ -111,6 +111,7 @@ def _response(datatype: str, data: list[Any], binary: bool = False, parameters: 
     ("FP32", [0.25, -1.5]), ("FP64", [0.1]), ("INT64", [1, 2**40]), ("BOOL", [True, False]), ("INT32", [7]),
     ("UINT8", [255]), ("BYTES", ["text", b"\x89PNG"]), ("FP16", [1.0]), ("FP32", [0.5], True),
     ("FP32", [0.5], False, {"note": "x"}), ("FP32", [0.5], False, None, {"unit": "m"}), ("FP32", []),
+    ("FP32", [0.5], False, None, None, None),  # no version
 ], ids=lambda a: "-".join(str(x) for x in a if not isinstance(x, list)))
 def test_to_grpc_gives_kserves_message(args: tuple[Any, ...]) -> None:
     """Our conversion of a response to gRPC is kserve's, message for message (each side gets its own
