@@ -46,7 +46,13 @@ def _own_cpu() -> float:
 def _measure(call: Callable[[], dict[str, Any]], procs: Processes) -> dict[str, Any]:
     """run.measure, plus the load generator's own CPU per request and the sum of all."""
     own = _own_cpu()
-    result = measure(call, procs)
+
+    def window_starts() -> None:  # the same window as measure's
+        nonlocal own
+        own = _own_cpu()
+
+    with load.on_measured_window(window_starts):
+        result = measure(call, procs)
     cpu = result["cpu_ms_per_request"]
     cpu["front"] = cpu.pop("ours")
     cpu["load generator"] = round(1000 * (_own_cpu() - own) / max(result["requests"], 1), 3)

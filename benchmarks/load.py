@@ -1,18 +1,41 @@
-"""Load generators for benchmarks/run.py: wrk for REST, a grpc.aio closed loop for gRPC."""
+"""Load generators for benchmarks/run.py: wrk for REST, a grpc.aio closed loop for gRPC.
+
+Each warms up for 1 s before the window it measures; ``on_measured_window`` lets a caller
+take its CPU snapshots at the start of that window, so that CPU per request counts the
+requests the result counts and no others (run.measure).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import grpc
+
+_window_hooks: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def on_measured_window(hook: Callable[[], None]) -> Iterator[None]:
+    """Within the block, ``hook`` is called when a load's measured window starts (its warm-up done)."""
+    _window_hooks.append(hook)
+    try:
+        yield
+    finally:
+        _window_hooks.remove(hook)
+
+
+def _window_starts() -> None:
+    for hook in list(_window_hooks):
+        hook()
 
 
 def summary(latencies: list[float], seconds: float, errors: int = 0) -> dict[str, Any]:
@@ -60,7 +83,9 @@ def wrk(url: str, body: bytes, ctype: str, headers: dict[str, str], connections:
         threads = str(min(2, connections))
         base = ["wrk", "-t", threads, "-c", str(connections), "-s", str(script), "--timeout", "30s", url]
         subprocess.run(base[:5] + ["-d", "1s"] + base[5:], capture_output=True, check=True)  # warm-up
-        out = subprocess.run(base[:5] + ["-d", f"{int(seconds)}s"] + base[5:], capture_output=True, text=True,
+        duration = max(1, int(seconds))  # wrk takes whole seconds
+        _window_starts()
+        out = subprocess.run(base[:5] + ["-d", f"{duration}s"] + base[5:], capture_output=True, text=True,
                              check=True).stdout
     match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
     if not match:
@@ -68,7 +93,7 @@ def wrk(url: str, body: bytes, ctype: str, headers: dict[str, str], connections:
     requests, status_errors, socket_errors = (int(match.group(i)) for i in (1, 2, 3))
     # Only answered, 2xx requests count: a fast 503 is not throughput (wrk counts it as a request).
     good = max(0, requests - status_errors - socket_errors)
-    return {"requests": good, "errors": status_errors + socket_errors, "rps": good / seconds,
+    return {"requests": good, "errors": status_errors + socket_errors, "rps": good / duration,
             "p50_ms": float(match.group(4)) / 1000, "p99_ms": float(match.group(5)) / 1000}
 
 
@@ -90,6 +115,7 @@ async def _closed_loop(call: Any, concurrency: int, seconds: float) -> dict[str,
 
     warm = time.perf_counter() + 1.0
     await asyncio.gather(*(worker(warm, False) for _ in range(concurrency)))
+    _window_starts()
     end = time.perf_counter() + seconds
     await asyncio.gather(*(worker(end, True) for _ in range(concurrency)))
     return summary(latencies, seconds, errors)

@@ -84,8 +84,17 @@ class Processes:
 
 
 def measure(call: Callable[[], dict[str, Any]], procs: Processes) -> dict[str, Any]:
+    """``call``'s result, with each process's CPU per request over the load's measured window: from the
+    end of its own warm-up (load.on_measured_window) to its end. (Before 2026-11-27, late evening, the
+    snapshots also took in the 1-s warm-up, overstating CPU per request by 1/N for N-second windows.)"""
     before = procs.snapshot()
-    result = call()
+
+    def window_starts() -> None:
+        nonlocal before
+        before = procs.snapshot()
+
+    with load.on_measured_window(window_starts):
+        result = call()
     after = procs.snapshot()
     requests = max(result["requests"], 1)
     result["cpu_ms_per_request"] = {k: round(1000 * (after[k] - before[k]) / requests, 3) for k in before}

@@ -9,7 +9,7 @@ CPU per request by thread (the event loop's, gRPC's poller and event-engine thre
 process) under the same load and the busiest functions are printed, by own time and with what
 they call; the raw stacks are kept next to the JSON.
 
-  benchmarks/setup.sh && .venv/bin/python benchmarks/profile.py --api v2 [--concurrency 16]
+  benchmarks/setup.sh && .venv/bin/python benchmarks/cpu_profile.py --api v2 [--concurrency 16]
       [--batch 8] [--seconds 8] [--rounds 2] [--warmup 10] [--spy] [--top 25]
 Writes benchmarks/results/<date>-profile-<api>.json (and ...-profile-<api>.stacks.txt).
 """
@@ -77,7 +77,13 @@ def measured_round(server: Server, procs: Processes, run: Callable[[float], dict
                    seconds: float) -> dict[str, Any]:
     pid = server.proc.pid
     (user0, system0), threads0 = user_system(pid), threads(pid)
-    point = measure(lambda: run(seconds), procs)
+
+    def window_starts() -> None:  # measure's window: after the load's own warm-up
+        nonlocal user0, system0, threads0
+        (user0, system0), threads0 = user_system(pid), threads(pid)
+
+    with load.on_measured_window(window_starts):
+        point = measure(lambda: run(seconds), procs)
     (user1, system1), threads1 = user_system(pid), threads(pid)
     requests: int = max(point["requests"], 1)
 
@@ -95,13 +101,26 @@ def spy(pid: int, seconds: float, output: Path, run: Callable[[float], dict[str,
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
         raise SystemExit("py-spy is not installed: run benchmarks/setup.sh")
-    recorder = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
-                                 "--nonblocking", "--format", "raw", "--output", str(output)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        run(seconds + 2)  # a little longer than the recording, so that it never samples an idle server
-    finally:
-        recorder.wait(timeout=60)
+    output.unlink(missing_ok=True)  # never report an earlier run's stacks
+    with tempfile.TemporaryFile() as errors:
+        recorder = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                                     "--rate", "250", "--nonblocking", "--format", "raw", "--output", str(output)],
+                                    stdout=subprocess.DEVNULL, stderr=errors)
+        try:
+            run(seconds + 2)  # a little longer than the recording, so that it never samples an idle server
+            recorder.wait(timeout=60)
+        finally:
+            if recorder.poll() is None:  # the load failed, or py-spy hangs: stop it, by its PID
+                recorder.terminate()
+                try:
+                    recorder.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    recorder.kill()
+                    recorder.wait()
+        if recorder.returncode != 0 or not output.exists():
+            errors.seek(0)
+            said = errors.read().decode("utf-8", "replace").strip()[-500:]
+            raise SystemExit(f"py-spy could not sample our process (exit {recorder.returncode}): {said}")
 
 
 def busiest(stacks: Path, top: int) -> dict[str, list[tuple[str, float]]]:
