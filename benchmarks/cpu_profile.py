@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import RESULTS, Processes, measure  # noqa: E402
+from benchmarks.run import RESULTS, Processes, measure, terminate  # noqa: E402
 from tests.helpers import Server, digits_example  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -110,13 +110,7 @@ def spy(pid: int, seconds: float, output: Path, run: Callable[[float], dict[str,
             run(seconds + 2)  # a little longer than the recording, so that it never samples an idle server
             recorder.wait(timeout=60)
         finally:
-            if recorder.poll() is None:  # the load failed, or py-spy hangs: stop it, by its PID
-                recorder.terminate()
-                try:
-                    recorder.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    recorder.kill()
-                    recorder.wait()
+            terminate(recorder)  # still running: the load failed, or py-spy hangs
         if recorder.returncode != 0 or not output.exists():
             errors.seek(0)
             said = errors.read().decode("utf-8", "replace").strip()[-500:]

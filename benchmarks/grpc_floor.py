@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import RESULTS, Processes, build_workloads, measure  # noqa: E402
+from benchmarks.run import RESULTS, Processes, build_workloads, measure, terminate  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -121,12 +121,7 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_ar
                                               for lv in levels} for s in systems if s != "ts-grpc"}}
         finally:
             for proc, _ in fronts.values():
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                terminate(proc)
             server.stop()
 
 

@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,6 +82,18 @@ class Processes:
                     pass
             out[name] = total
         return out
+
+
+def terminate(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
+    """SIGTERM to a process we started, then SIGKILL if it is still there after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def measure(call: Callable[[], dict[str, Any]], procs: Processes) -> dict[str, Any]:

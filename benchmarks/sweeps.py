@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
-from benchmarks.run import ROOT, Processes, _cpu_seconds, measure
+from benchmarks.run import ROOT, Processes, _cpu_seconds, measure, terminate
 from kserve_torchserve.backend.ports import free_ports
 from tests.helpers import Server, build_mar
 
@@ -60,11 +60,7 @@ class InProcessServer:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        terminate(self.proc, 30)
 
 
 def settled(server: Server, model: str, body: bytes, ctype: str) -> Callable[[], None]:
