@@ -34,57 +34,48 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import RESULTS, Processes, measure, terminate  # noqa: E402
-from tests.helpers import Server, digits_example  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
+from benchmarks.run import RESULTS, Processes, cpu_times, measure, terminate, w1_workload  # noqa: E402
+from tests.helpers import Server  # noqa: E402
 
 def threads(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of each thread of ``pid``, keyed ``name:tid``."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = Path(f"/proc/{pid}/task/{tid}/stat")
         try:
-            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            name, spent = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0], sum(cpu_times(stat))
         except OSError:  # the thread ended between listdir and read
             continue
-        name = raw[raw.index("(") + 1:raw.rindex(")")]
-        fields = raw.rsplit(")", 1)[1].split()
-        out[f"{name}:{tid}"] = (int(fields[11]) + int(fields[12])) / TICK
+        out[f"{name}:{tid}"] = spent
     return out
 
 
-def user_system(pid: int) -> tuple[float, float]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICK, int(fields[12]) / TICK
-
-
-def load_for(server: Server, protocol: str, concurrency: int) -> Callable[[float], dict[str, Any]]:
-    """A call that puts ``seconds`` of load on ``server`` over ``protocol``, one digits instance per request."""
-    instance = json.loads((digits_example() / "request.json").read_text())["instances"][0]
-    v2 = {"inputs": [{"name": "pixels", "shape": [1, len(instance)], "datatype": "FP32", "data": instance}]}
-    if protocol == "grpc":
+def load_for(server: Server, workload: dict[str, Any], api: str, concurrency: int) -> Callable[[float], dict[str, Any]]:
+    """A call that puts ``seconds`` of load on ``server`` over ``api``, the workload's instance in each request."""
+    model = workload["model"]
+    if api == "grpc":
         target = f"127.0.0.1:{server.grpc_port}"
-        return lambda seconds: asyncio.run(load.grpc_ours(target, "digits", {"v2": v2}, concurrency, seconds))
-    if protocol == "v2":
-        url, body = f"{server.url}/v2/models/digits/infer", json.dumps(v2).encode()
+        return lambda seconds: asyncio.run(load.grpc_ours(target, model, workload, concurrency, seconds))
+    if api == "v2":
+        url, body = f"{server.url}/v2/models/{model}/infer", json.dumps(workload["v2"]).encode()
     else:
-        url, body = f"{server.url}/v1/models/digits:predict", json.dumps({"instances": [instance]}).encode()
+        url, body = f"{server.url}/v1/models/{model}:predict", json.dumps({"instances": [workload["instance"]]}).encode()
     return lambda seconds: load.wrk(url, body, "application/json", {}, concurrency, seconds)
 
 
 def measured_round(server: Server, procs: Processes, run: Callable[[float], dict[str, Any]],
                    seconds: float) -> dict[str, Any]:
     pid = server.proc.pid
-    (user0, system0), threads0 = user_system(pid), threads(pid)
+    stat = Path(f"/proc/{pid}/stat")
+    (user0, system0), threads0 = cpu_times(stat), threads(pid)
 
     def window_starts() -> None:  # measure's window: after the load's own warm-up
         nonlocal user0, system0, threads0
-        (user0, system0), threads0 = user_system(pid), threads(pid)
+        (user0, system0), threads0 = cpu_times(stat), threads(pid)
 
     with load.on_measured_window(window_starts):
         point = measure(lambda: run(seconds), procs)
-    (user1, system1), threads1 = user_system(pid), threads(pid)
+    (user1, system1), threads1 = cpu_times(stat), threads(pid)
     requests: int = max(point["requests"], 1)
 
     def per_request(delta: float) -> float:
@@ -157,11 +148,12 @@ def main() -> int:
     result: dict[str, Any] = {"api": args.api, "concurrency": args.concurrency, "batch": args.batch,
                               "rounds": []}
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(digits_example() / "model-store", Path(tmp), model_name="digits", env=env)
+        workload = w1_workload()
+        server = Server(workload["storage"], Path(tmp), model_name=workload["model"], env=env)
         try:
             server.wait_ready(300)
             procs = Processes(server)
-            run = load_for(server, args.api, args.concurrency)
+            run = load_for(server, workload, args.api, args.concurrency)
             run(args.warmup)
             for index in range(args.rounds):
                 point = measured_round(server, procs, run, args.seconds)

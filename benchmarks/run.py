@@ -53,9 +53,15 @@ from tests.helpers import Server, digits_example  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_times(stat: Path) -> tuple[float, float]:
+    """(user, system) CPU seconds from a /proc stat file: a process's, or one thread's (/proc/<pid>/task/<tid>/stat)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(Path(f"/proc/{pid}/stat")))
 
 
 def _children(pid: int) -> list[int]:
@@ -77,7 +83,7 @@ class Processes:
             total = 0.0
             for pid in pids:
                 try:
-                    total += _cpu_seconds(pid)
+                    total += cpu_seconds(pid)
                 except OSError:
                     pass
             out[name] = total
@@ -151,9 +157,17 @@ def in_process_limit(workload: str, build: Path, payload: Any, seconds: float) -
     return load.summary(latencies, seconds)
 
 
-def build_workloads(work: Path) -> dict[str, dict[str, Any]]:
+def w1_workload() -> dict[str, Any]:
+    """W1: the digits example's MLP, one of its instances (64 floats) as each request's payload."""
     digits = digits_example()
     instance = json.loads((digits / "request.json").read_text())["instances"][0]
+    return {"storage": digits / "model-store", "build": digits, "model": "digits", "instance": instance,
+            "ts_body": json.dumps(instance).encode(),
+            "v2": {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": instance}]},
+            "ts_row": {"data": json.dumps(instance).encode()}}
+
+
+def build_workloads(work: Path) -> dict[str, dict[str, Any]]:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("image_example", ROOT / "examples" / "image_classifier" / "build.py")
@@ -168,10 +182,7 @@ def build_workloads(work: Path) -> dict[str, dict[str, Any]]:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(buffer, "PNG")
     png_b64 = base64.b64encode(buffer.getvalue()).decode()
     return {
-        "W1": {"storage": digits / "model-store", "build": digits, "model": "digits", "instance": instance,
-               "ts_body": json.dumps(instance).encode(),
-               "v2": {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": instance}]},
-               "ts_row": {"data": json.dumps(instance).encode()}},
+        "W1": w1_workload(),
         "W2": {"storage": image_dir, "build": image_dir, "model": "model", "instance": {"data": png_b64},
                "ts_body": base64.b64decode(png_b64),
                "v2": {"inputs": [{"name": "data", "shape": [1], "datatype": "BYTES", "data": [png_b64]}]},

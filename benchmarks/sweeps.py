@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
-from benchmarks.run import ROOT, Processes, _cpu_seconds, measure, terminate
+from benchmarks.run import ROOT, Processes, cpu_seconds, measure, terminate
 from kserve_torchserve.backend.ports import free_ports
 from tests.helpers import Server, build_mar
 
@@ -90,9 +90,9 @@ def idle(pid: int, timeout_s: float = 300) -> None:
     computing requests whose client went away would otherwise take the cores from the next system."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        before = _cpu_seconds(pid)
+        before = cpu_seconds(pid)
         time.sleep(0.5)
-        if _cpu_seconds(pid) - before < 0.025:
+        if cpu_seconds(pid) - before < 0.025:
             return
     raise RuntimeError(f"process {pid} kept computing for {timeout_s:.0f} s")
 
