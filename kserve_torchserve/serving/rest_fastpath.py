@@ -91,15 +91,15 @@ class FastPath:
         protocol, name = target
         request: Any = body
         if protocol == "v2":
-            document = v2_json.loads(body)
+            document = v2_json.loads(body)  # once, for both
             request = v2_json.common_request(document, name)  # without pydantic (v2_json.py)
-        if protocol == "v2" and request is None:
-            try:
-                request = v2_json.validated(body, document)
-            except ValidationError as exc:
-                message = errors.validation_message(exc.errors(include_url=False, include_input=False), body)
-                await self._refuse(scope, send, 400, message)
-                return
+            if request is None:
+                try:
+                    request = v2_json.validated(body, document)
+                except ValidationError as exc:
+                    message = errors.validation_message(exc.errors(include_url=False, include_input=False), body)
+                    await self._refuse(scope, send, 400, message)
+                    return
         try:
             await self._serve(protocol, name, request, scope, send)
         except Exception as exc:

@@ -12,9 +12,10 @@ The body is parsed once (``loads``). ``common_request`` takes the common request
 kserve's schema wants, without coercion. It returns the same ``InferRequest`` kserve's decode
 would, or None for anything else (bad JSON, missing or extra fields, parameters, requested
 outputs, FP16, a value pydantic would coerce or refuse), which ``validated`` then checks with
-kserve's model as FastAPI would: its answers and errors stay kserve's, word for word. ``render`` writes the answer to such a request as kserve's endpoint serializes it (the
-same keys in the same order: tests/unit/serving/test_rest_fastpath.py compares the bytes),
-or returns None when the answer needs kserve's encoder (parameters, binary outputs).
+kserve's model as FastAPI would: its answers and errors stay kserve's, word for word.
+``render`` writes the answer to such a request as kserve's endpoint serializes it (the same
+keys in the same order: tests/unit/serving/test_rest_fastpath.py compares the bytes), or
+returns None when the answer needs kserve's encoder (parameters, binary outputs).
 """
 
 from __future__ import annotations
