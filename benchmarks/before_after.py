@@ -61,7 +61,7 @@ def _model(work: Path) -> Path:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(FEATURES, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).eval()
     serialized = work / "mlp784.pt"
-    torch.jit.script(net).save(str(serialized))
+    torch.jit.script(net).save(str(serialized))  # type: ignore[no-untyped-call]
     store = work / "mlp784-store"
     build_mar(ROOT / "benchmarks" / "assets" / "mlp_handler.py", "mlp", store, serialized=serialized)
     return store

@@ -7,11 +7,13 @@ req/s; CPU ms per request of our process (user / system), Java and the workers; 
 CPU per request by thread (the event loop's, gRPC's poller and event-engine threads, ...). With
 --spy, py-spy then samples our process (Python frames, no native ones: it does not stop the
 process) under the same load and the busiest functions are printed, by own time and with what
-they call; the raw stacks are kept next to the JSON.
+they call; the raw stacks are kept next to the JSON. ``--api ts`` loads the same TorchServe
+directly (wrk, its REST API with the token), and ``--spy-on worker`` samples TorchServe's worker
+instead of our process: the two side by side show what the worker spends behind us and without us.
 
   benchmarks/setup.sh && .venv/bin/python benchmarks/cpu_profile.py --api v2 [--concurrency 16]
-      [--batch 8] [--seconds 8] [--rounds 2] [--warmup 10] [--spy] [--top 25]
-Writes benchmarks/results/<date>-profile-<api>.json (and ...-profile-<api>.stacks.txt).
+      [--batch 8] [--seconds 8] [--rounds 2] [--warmup 10] [--spy [--spy-on worker]] [--top 25]
+Writes benchmarks/results/<date>-profile-<api>[-worker].json (and ...stacks.txt beside it).
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ def load_for(server: Server, workload: dict[str, Any], api: str, concurrency: in
         return lambda seconds: asyncio.run(load.grpc_ours(target, model, workload, concurrency, seconds))
     if api == "v2":
         url, body = f"{server.url}/v2/models/{model}/infer", json.dumps(workload["v2"]).encode()
+    elif api == "ts":  # the same TorchServe, called directly as run.py's ts-rest system does
+        props, key = server.torchserve()
+        url = f"{props['inference_address']}/predictions/{model}"
+        return lambda seconds: load.wrk(url, workload["ts_body"], "application/json",
+                                        {"Authorization": f"Bearer {key}"}, concurrency, seconds)
     else:
         url, body = f"{server.url}/v1/models/{model}:predict", json.dumps({"instances": [workload["instance"]]}).encode()
     return lambda seconds: load.wrk(url, body, "application/json", {}, concurrency, seconds)
@@ -132,21 +139,25 @@ def busiest(stacks: Path, top: int) -> dict[str, list[tuple[str, float]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--api", choices=("v1", "v2", "grpc"), default="v1",
-                        help="v1 or v2 REST, or v2 gRPC (not --protocol: kserve, imported here, parses that one)")
+    parser.add_argument("--api", choices=("v1", "v2", "grpc", "ts"), default="v1",
+                        help="v1 or v2 REST, or v2 gRPC; ts: TorchServe's REST called directly, bypassing us "
+                             "(not --protocol: kserve, imported here, parses that one)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8, help="TS_BATCH_SIZE (1: no batching)")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load before measuring (Java's JIT)")
-    parser.add_argument("--spy", action="store_true", help="also sample our process with py-spy")
+    parser.add_argument("--spy", action="store_true", help="also sample a process with py-spy")
+    parser.add_argument("--spy-on", choices=("ours", "worker"), default="ours",
+                        help="the process --spy samples: ours, or TorchServe's (first) worker")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
 
     env = {"TS_BATCH_SIZE": str(args.batch), "TS_MAX_BATCH_DELAY": "5"} if args.batch > 1 else {}
-    stem = f"{datetime.date.today().isoformat()}-profile-{args.api}"
+    spied = "" if args.spy_on == "ours" else f"-{args.spy_on}"
+    stem = f"{datetime.date.today().isoformat()}-profile-{args.api}{spied}"
     result: dict[str, Any] = {"api": args.api, "concurrency": args.concurrency, "batch": args.batch,
-                              "rounds": []}
+                              "spied": args.spy_on, "rounds": []}
     with tempfile.TemporaryDirectory() as tmp:
         workload = w1_workload()
         server = Server(workload["storage"], Path(tmp), model_name=workload["model"], env=env)
@@ -166,10 +177,11 @@ def main() -> int:
             if args.spy:
                 RESULTS.mkdir(parents=True, exist_ok=True)
                 stacks = RESULTS / f"{stem}.stacks.txt"
-                spy(server.proc.pid, args.seconds, stacks, run)
+                target = server.proc.pid if args.spy_on == "ours" else procs.groups["workers"][0]
+                spy(target, args.seconds, stacks, run)
                 result["py_spy"] = busiest(stacks, args.top)
                 for kind in ("own", "inclusive"):
-                    print(f"py-spy, share of our process's samples ({kind}):")
+                    print(f"py-spy, share of the samples of {args.spy_on} ({kind}):")
                     for frame, percent in result["py_spy"][kind]:
                         print(f"  {percent:5.1f}%  {frame}")
         finally:

@@ -24,7 +24,7 @@ class InProcess(kserve.Model):  # type: ignore[misc]
     def __init__(self, name: str, workload: str, path: str) -> None:
         super().__init__(name)
         self.workload = workload
-        self.model = torch.jit.load(path).eval()
+        self.model = torch.jit.load(path).eval()  # type: ignore[no-untyped-call]
         if workload == "W2":
             from torchvision import transforms
 

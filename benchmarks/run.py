@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import base64
 import datetime
+import functools
 import io
 import json
 import os
@@ -126,7 +127,7 @@ def in_process_limit(workload: str, build: Path, payload: Any, seconds: float) -
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))
     if workload == "W1":
-        model = torch.jit.load(str(build / "model.pt"))
+        model = torch.jit.load(str(build / "model.pt"))  # type: ignore[no-untyped-call]
         row = json.dumps(payload).encode()
 
         def once() -> None:
@@ -136,7 +137,7 @@ def in_process_limit(workload: str, build: Path, payload: Any, seconds: float) -
         from PIL import Image
         from torchvision import transforms
 
-        model = torch.jit.load(str(build / "model.pt"))
+        model = torch.jit.load(str(build / "model.pt"))  # type: ignore[no-untyped-call]
         steps = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
                                     transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
         image = base64.b64decode(payload["data"])
@@ -190,6 +191,11 @@ def build_workloads(work: Path) -> dict[str, dict[str, Any]]:
     }
 
 
+def _wrk_at(target: tuple[str, bytes, str, dict[str, str]], seconds: float, level: int) -> dict[str, Any]:
+    url, body, ctype, headers = target
+    return load.wrk(url, body, ctype, headers, level, seconds)
+
+
 def bench_server(name: str, workload: dict[str, Any], env: dict[str, str], levels: list[int], seconds: float,
                  work: Path, repeats: int = 1) -> dict[str, Any]:
     tmp = work / name
@@ -221,8 +227,7 @@ def bench_server(name: str, workload: dict[str, Any], env: dict[str, str], level
         asyncio.run(load.grpc_ours(f"127.0.0.1:{server.grpc_port}", model, workload, 4, 2))
         asyncio.run(load.grpc_ts(ts_grpc, model, workload["ts_row"], key, 4, 2))
         calls: dict[str, Callable[[int], dict[str, Any]]] = {
-            system: (lambda level, t=target: load.wrk(t[0], t[1], t[2], t[3], level, seconds))
-            for system, target in rest_targets.items()
+            system: functools.partial(_wrk_at, target, seconds) for system, target in rest_targets.items()
         }
         calls["ours-v2-grpc"] = lambda level: asyncio.run(
             load.grpc_ours(f"127.0.0.1:{server.grpc_port}", model, workload, level, seconds))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import subprocess
@@ -217,10 +218,10 @@ def sizes(work: Path, seconds: float, repeats: int, warmup_s: float) -> dict[str
         for label, (instance, ts_body, ctype) in _size_payloads().items():
             v1 = json.dumps({"instances": [instance]}).encode()
             systems: dict[str, Callable[[int, float], dict[str, Any]]] = {
-                "ours-v1-rest": lambda c, s, b=v1: load.wrk(f"{server.url}/v1/models/size:predict", b,
-                                                            "application/json", {}, c, s),
-                "ts-rest": lambda c, s, b=ts_body, t=ctype: load.wrk(f"{props['inference_address']}/predictions/size",
-                                                                     b, t, {"Authorization": f"Bearer {key}"}, c, s),
+                "ours-v1-rest": functools.partial(load.wrk, f"{server.url}/v1/models/size:predict", v1,
+                                                  "application/json", {}),
+                "ts-rest": functools.partial(load.wrk, f"{props['inference_address']}/predictions/size", ts_body,
+                                             ctype, {"Authorization": f"Bearer {key}"}),
             }
             warm_up(systems, procs, warmup_s, 4)
             points = _points(systems, procs, [4], seconds, repeats, label)

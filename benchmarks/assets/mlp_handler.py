@@ -33,7 +33,8 @@ class MLPHandler(BaseHandler):  # type: ignore[misc]
 
     def inference(self, data: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         with torch.inference_mode():
-            return self.model(data)
+            answer: torch.Tensor = self.model(data)
+            return answer
 
     def postprocess(self, data: torch.Tensor) -> list[list[float]]:
         return torch.softmax(data, dim=1).tolist()  # type: ignore[no-any-return]
