@@ -60,7 +60,7 @@ def _measure(call: Callable[[], dict[str, Any]], procs: Processes) -> dict[str, 
     return result
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     import socket
 
     deadline = time.monotonic() + timeout
@@ -88,7 +88,7 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_ar
                 proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "grpc_fronts.py"), kind, str(port),
                                          str(server.work_dir)])
                 fronts[f"python-{kind}"] = (proc, port)
-                _wait_port(port, proc)
+                wait_port(port, proc)
             procs = Processes(server)
             front_pid = {"ours-v2-grpc": server.proc.pid, **{name: p.pid for name, (p, _) in fronts.items()}}
             targets = {"ours-v2-grpc": server.grpc_port, **{name: port for name, (_, port) in fronts.items()}}

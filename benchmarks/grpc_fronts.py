@@ -52,14 +52,17 @@ class Forward(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         return _response(request, answer)
 
 
+def client_for(work_dir: Path) -> TorchServeClient:
+    """Our client to the TorchServe that our server (started with ``work_dir``) runs, as that server makes it."""
+    props = parse_properties((work_dir / "config.properties").read_text())
+    tokens = TokenSource(work_dir / "key_file.json", props["management_address"])
+    return TorchServeClient(
+        f"{LOOPBACK}:{props['grpc_inference_port']}", f"{LOOPBACK}:{props['grpc_management_port']}", tokens,
+        inference_url=props["inference_address"], max_request_bytes=int(props["max_request_size"]))
+
+
 async def serve(kind: str, port: int, work_dir: Path) -> None:
-    servicer: Any = Echo()
-    if kind == "forward":
-        props = parse_properties((work_dir / "config.properties").read_text())
-        tokens = TokenSource(work_dir / "key_file.json", props["management_address"])
-        servicer = Forward(TorchServeClient(
-            f"{LOOPBACK}:{props['grpc_inference_port']}", f"{LOOPBACK}:{props['grpc_management_port']}", tokens,
-            inference_url=props["inference_address"], max_request_bytes=int(props["max_request_size"])))
+    servicer: Any = Echo() if kind == "echo" else Forward(client_for(work_dir))
     server = aio.server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"{LOOPBACK}:{port}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -145,3 +146,43 @@ def test_what_was_understood_is_logged(tmp_path: Path) -> None:
     assert f"storage {root}" in lines[0] and "http port 8080, grpc port 8081" in lines[0]
     assert lines[1].startswith("PROTOCOL_VERSION=grpc-v2 accepted")
     assert lines[2].startswith("TS_SERVICE_ENVELOPE=kservev2 ignored")
+
+
+@pytest.fixture
+def saved_loggers() -> Iterator[None]:
+    names = ("kserve_torchserve", "torchserve", "kserve", "kserve.trace", "uvicorn", "uvicorn.access")
+    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level, logging.getLogger(n).propagate)
+             for n in names}
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        log = logging.getLogger(name)
+        log.handlers[:], log.level, log.propagate = handlers, level, propagate
+
+
+def _uvicorn_logs_access() -> bool:
+    """Whether uvicorn's HTTP protocol, made now, would build and log an access line per request."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = HttpToolsProtocol(uvicorn.Config(app, log_config=None), ServerState(), {}, _loop=loop)
+        return bool(protocol.access_log)
+    finally:
+        loop.close()
+
+
+@pytest.mark.usefixtures("saved_loggers")
+@pytest.mark.parametrize(("level", "logs_access"), [("INFO", False), ("WARN", False), ("DEBUG", True), ("TRACE", True)])
+def test_uvicorn_builds_access_lines_only_at_debug(level: str, logs_access: bool) -> None:
+    from kserve_torchserve.__main__ import _configure_logging
+
+    _configure_logging(level)
+    assert _uvicorn_logs_access() is logs_access
+    assert logging.getLogger("kserve_torchserve").handlers  # our own lines still go out

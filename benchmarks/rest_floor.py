@@ -1,0 +1,127 @@
+"""How close can any Python v1 REST front get to TorchServe's own REST API? Measured, side by side.
+
+W1 (the digits MLP, batch 8 / 5 ms: serving overhead dominates), one TorchServe, five systems
+loaded by the same wrk closed loop, interleaved rounds:
+  ts-rest          TorchServe's /predictions, called directly (with its token);
+  ours-v1-rest     our server's v1 :predict;
+  uvicorn-forward  uvicorn with a bare ASGI app that forwards the body as ours does
+                   (benchmarks/rest_fronts.py): uvicorn's request cycle plus the hop;
+  python-forward   the leanest Python front: httptools on uvloop, the same forward;
+  python-echo      the same HTTP server answering a fixed body, no upstream.
+For each: req/s, p50, and CPU ms per request of the front, Java and the workers. Where all of
+them share the cores, req/s follows the sum: this splits our process's CPU per request into
+the floor any Python front pays (echo; forward), what uvicorn adds, and what our stack adds.
+
+  .venv/bin/python benchmarks/rest_floor.py [--levels 16 64] [--rounds 3] [--seconds 5] [--warmup 8]
+Writes benchmarks/results/<date>-rest-floor.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import load  # noqa: E402
+from benchmarks.grpc_floor import wait_port  # noqa: E402
+from benchmarks.run import RESULTS, Processes, measure, terminate, w1_workload  # noqa: E402
+from kserve_torchserve.backend.ports import free_ports  # noqa: E402
+from tests.helpers import Server  # noqa: E402
+
+FRONTS = ("uvicorn-forward", "python-forward", "python-echo")
+
+
+def run(levels: list[int], rounds: int, seconds: float, warmup: float) -> dict[str, Any]:
+    w1 = w1_workload()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        server = Server(w1["storage"], work, model_name=w1["model"],
+                        env={"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "5"})
+        fronts: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        try:
+            server.wait_ready(timeout=300)
+            props, key = server.torchserve()
+            for name, port in zip(FRONTS, free_ports(len(FRONTS))):
+                proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "rest_fronts.py"),
+                                         name.removeprefix("python-"), str(port), str(server.work_dir)])
+                fronts[name] = (proc, port)
+                wait_port(port, proc)
+            procs = Processes(server)
+            v1 = json.dumps({"instances": [w1["instance"]]}).encode()
+            targets: dict[str, tuple[str, bytes, dict[str, str]]] = {
+                "ts-rest": (f"{props['inference_address']}/predictions/{w1['model']}", w1["ts_body"],
+                            {"Authorization": f"Bearer {key}"}),
+                "ours-v1-rest": (f"{server.url}/v1/models/{w1['model']}:predict", v1, {}),
+                **{name: (f"http://127.0.0.1:{port}/v1/models/{w1['model']}:predict", v1, {})
+                   for name, (_, port) in fronts.items()},
+            }
+            front_pid = {"ours-v1-rest": server.proc.pid, **{name: p.pid for name, (p, _) in fronts.items()}}
+
+            def call(system: str, level: int, secs: float) -> Callable[[], dict[str, Any]]:
+                url, body, headers = targets[system]
+                return lambda: load.wrk(url, body, "application/json", headers, level, secs)
+
+            for system in targets:  # the same warm-up for every system: Java's JIT, before anything counts
+                call(system, 16, warmup)()
+            results: dict[str, dict[int, Any]] = {s: {} for s in targets}
+            for level in levels:
+                points: dict[str, list[dict[str, Any]]] = {s: [] for s in targets}
+                for _ in range(rounds):
+                    for system in targets:
+                        # TorchServe called directly has no front (our idle server is not in its path).
+                        procs.groups["ours"] = [front_pid[system]] if system in front_pid else []
+                        points[system].append(measure(call(system, level, seconds), procs))
+                for system, runs in points.items():
+                    median = sorted(runs, key=lambda p: p["rps"])[len(runs) // 2]
+                    median["rounds_rps"] = [round(p["rps"], 1) for p in runs]
+                    results[system][level] = median
+                print(f"  c={level}: " + ", ".join(f"{s} {results[s][level]['rps']:.0f}/s" for s in targets),
+                      flush=True)
+            return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "cpus": os.cpu_count(), "seconds_per_point": seconds, "rounds": rounds, "warmup_s": warmup,
+                    "systems": results,
+                    "ratios_vs_ts_rest": {s: {lv: round(results[s][lv]["rps"] / results["ts-rest"][lv]["rps"], 3)
+                                              for lv in levels} for s in targets if s != "ts-rest"}}
+        finally:
+            for proc, _ in fronts.values():
+                terminate(proc)
+            server.stop()
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"{'system':<16} {'c':>3} {'req/s':>7} {'ratio':>6} {'p50 ms':>7}  cpu ms/req: front / java / workers")
+    for system, points in report["systems"].items():
+        for level, p in points.items():
+            cpu = p["cpu_ms_per_request"]
+            ratio = report["ratios_vs_ts_rest"].get(system, {}).get(level, 1.0)
+            print(f"{system:<16} {level:>3} {p['rps']:7.0f} {ratio:6.2f} {p['p50_ms']:7.2f}  "
+                  f"{cpu['ours']:.3f} / {cpu['java']:.3f} / {cpu['workers']:.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=8.0, help="seconds of load per system before measuring")
+    args = parser.parse_args()
+    report = run(args.levels, args.rounds, args.seconds, args.warmup)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{datetime.date.today().isoformat()}-rest-floor.json"
+    path.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
