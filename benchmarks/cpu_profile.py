@@ -115,6 +115,36 @@ def spy(pid: int, seconds: float, output: Path, run: Callable[[float], dict[str,
             raise SystemExit(f"py-spy could not sample our process (exit {recorder.returncode}): {said}")
 
 
+# Where a sample sits in a socket write's system call: our two functions whose own time is their one
+# write (to TorchServe; the answer to the client), and the two lines of uvicorn 0.3x's send() that write.
+SOCKET_WRITES = {("_Connection.send", "kserve_torchserve/backend/http_pool.py", None),
+                 ("LingeringTransport._flush", "kserve_torchserve/serving/deadlines.py", None),
+                 ("RequestResponseCycle.send", "uvicorn/protocols/http/httptools_impl.py", 524),
+                 ("RequestResponseCycle.send", "uvicorn/protocols/http/httptools_impl.py", 551)}
+
+
+def by_layer(stacks: Path) -> list[tuple[str, float]]:
+    """Shares of the samples by where the innermost Python frame is: the event loop's own native work
+    (uvloop: epoll, socket reads, callbacks), a socket write, or else the source file running."""
+    layers: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in stacks.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        match = re.match(r"(.*) \((.*):(\d+)\)$", stack.split(";")[-1])
+        function, path, number = match.groups() if match else ("?", "?", "0")
+        if function == "Runner.run" or (function == "run" and path.endswith("uvloop/__init__.py")):
+            layer = "event loop (native)"
+        elif {(function, path, None), (function, path, int(number))} & SOCKET_WRITES:
+            layer = "socket writes"
+        else:
+            layer = path
+        layers[layer] += int(count)
+    return [(layer, round(100 * n / max(total, 1), 1)) for layer, n in layers.most_common()]
+
+
 def busiest(stacks: Path, top: int) -> dict[str, list[tuple[str, float]]]:
     """Shares of the samples: by the line running (own), and by every function on the stack (inclusive)."""
     own: collections.Counter[str] = collections.Counter()

@@ -12,7 +12,11 @@ For each: req/s, p50, and CPU ms per request of the front, Java and the workers.
 them share the cores, req/s follows the sum: this splits our process's CPU per request into
 the floor any Python front pays (echo; forward), what uvicorn adds, and what our stack adds.
 
-  .venv/bin/python benchmarks/rest_floor.py [--levels 16 64] [--rounds 3] [--seconds 5] [--warmup 8]
+With --spy, py-spy then samples each Python front under the same load (c=16) and its samples are
+split by layer (benchmarks/cpu_profile.py by_layer): the event loop's native work, socket writes,
+and each source file, as a share and as ms of that front's CPU per request.
+
+  .venv/bin/python benchmarks/rest_floor.py [--levels 16 64] [--rounds 3] [--seconds 5] [--warmup 8] [--spy]
 Writes benchmarks/results/<date>-rest-floor.json and prints a table.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import subprocess
@@ -32,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
+from benchmarks.cpu_profile import by_layer, spy  # noqa: E402
 from benchmarks.grpc_floor import wait_port  # noqa: E402
 from benchmarks.run import RESULTS, Processes, measure, terminate, w1_workload  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
@@ -40,7 +46,7 @@ from tests.helpers import Server  # noqa: E402
 FRONTS = ("uvicorn-forward", "python-forward", "python-echo")
 
 
-def run(levels: list[int], rounds: int, seconds: float, warmup: float) -> dict[str, Any]:
+def run(levels: list[int], rounds: int, seconds: float, warmup: float, sample: bool) -> dict[str, Any]:
     w1 = w1_workload()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -70,6 +76,9 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float) -> dict[s
                 url, body, headers = targets[system]
                 return lambda: load.wrk(url, body, "application/json", headers, level, secs)
 
+            def load_at_16(system: str, secs: float) -> dict[str, Any]:
+                return call(system, 16, secs)()
+
             for system in targets:  # the same warm-up for every system: Java's JIT, before anything counts
                 call(system, 16, warmup)()
             results: dict[str, dict[int, Any]] = {s: {} for s in targets}
@@ -86,9 +95,16 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float) -> dict[s
                     results[system][level] = median
                 print(f"  c={level}: " + ", ".join(f"{s} {results[s][level]['rps']:.0f}/s" for s in targets),
                       flush=True)
+            layers: dict[str, list[tuple[str, float]]] = {}
+            for system, pid in front_pid.items() if sample else ():
+                if system == "python-echo":
+                    continue  # no upstream: nothing to compare
+                stacks = work / f"{system}.stacks.txt"
+                spy(pid, seconds, stacks, functools.partial(load_at_16, system))
+                layers[system] = by_layer(stacks)
             return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "cpus": os.cpu_count(), "seconds_per_point": seconds, "rounds": rounds, "warmup_s": warmup,
-                    "systems": results,
+                    "systems": results, "py_spy_layers_c16": layers,
                     "ratios_vs_ts_rest": {s: {lv: round(results[s][lv]["rps"] / results["ts-rest"][lv]["rps"], 3)
                                               for lv in levels} for s in targets if s != "ts-rest"}}
         finally:
@@ -105,6 +121,11 @@ def print_table(report: dict[str, Any]) -> None:
             ratio = report["ratios_vs_ts_rest"].get(system, {}).get(level, 1.0)
             print(f"{system:<16} {level:>3} {p['rps']:7.0f} {ratio:6.2f} {p['p50_ms']:7.2f}  "
                   f"{cpu['ours']:.3f} / {cpu['java']:.3f} / {cpu['workers']:.3f}")
+    for system, layers in report["py_spy_layers_c16"].items():
+        front_ms = report["systems"][system][16]["cpu_ms_per_request"]["ours"] if 16 in report["systems"][system] else 0
+        print(f"py-spy, {system} at c=16, by layer (share; ms of its {front_ms:.3f} ms per request):")
+        for layer, percent in layers[:14]:
+            print(f"  {percent:5.1f}%  {front_ms * percent / 100:.3f}  {layer}")
 
 
 def main() -> int:
@@ -113,8 +134,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds of load per system before measuring")
+    parser.add_argument("--spy", action="store_true", help="also split each Python front's CPU by layer (py-spy)")
     args = parser.parse_args()
-    report = run(args.levels, args.rounds, args.seconds, args.warmup)
+    report = run(args.levels, args.rounds, args.seconds, args.warmup, args.spy)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{datetime.date.today().isoformat()}-rest-floor.json"
     path.write_text(json.dumps(report, indent=2))
