@@ -74,6 +74,31 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
     raise RuntimeError(f"front not listening on {port} after {timeout}s")
 
 
+def interleaved(levels: list[int], rounds: int, systems: list[str],
+                point: Callable[[str, int], dict[str, Any]]) -> dict[str, dict[int, Any]]:
+    """``point(system, level)`` for every level, in ``rounds`` rounds of every system in turn (a slow
+    moment of this shared VM then hits every system alike); per system and level, the median round by
+    req/s, with every round's req/s."""
+    results: dict[str, dict[int, Any]] = {s: {} for s in systems}
+    for level in levels:
+        points: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+        for _ in range(rounds):
+            for system in systems:
+                points[system].append(point(system, level))
+        for system, runs in points.items():
+            median = sorted(runs, key=lambda p: p["rps"])[len(runs) // 2]
+            median["rounds_rps"] = [round(p["rps"], 1) for p in runs]
+            results[system][level] = median
+        print(f"  c={level}: " + ", ".join(f"{s} {results[s][level]['rps']:.0f}/s" for s in systems), flush=True)
+    return results
+
+
+def ratios_to(base: str, results: dict[str, dict[int, Any]]) -> dict[str, dict[int, float]]:
+    """Each system's req/s over ``base``'s, per level."""
+    return {system: {level: round(point["rps"] / results[base][level]["rps"], 3) for level, point in points.items()}
+            for system, points in results.items() if system != base}
+
+
 def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_args: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -102,23 +127,15 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_ar
             systems = ["ts-grpc", "ours-v2-grpc", "python-forward", "python-echo"]
             for system in systems:  # Java's JIT compiles both its gRPC and REST paths before anything is measured
                 call(system, 8, warmup)
-            results: dict[str, dict[int, Any]] = {s: {} for s in systems}
-            for level in levels:
-                points: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
-                for _ in range(rounds):
-                    for system in systems:
-                        # TorchServe called directly has no front (our idle server is not in its path).
-                        procs.groups["ours"] = [front_pid[system]] if system in front_pid else []
-                        points[system].append(_measure(lambda: call(system, level, seconds), procs))
-                for system, runs in points.items():
-                    median = sorted(runs, key=lambda p: p["rps"])[len(runs) // 2]
-                    median["rounds_rps"] = [round(p["rps"], 1) for p in runs]
-                    results[system][level] = median
-                print(f"  c={level}: " + ", ".join(f"{s} {results[s][level]['rps']:.0f}/s" for s in systems), flush=True)
+            def point(system: str, level: int) -> dict[str, Any]:
+                # TorchServe called directly has no front (our idle server is not in its path).
+                procs.groups["ours"] = [front_pid[system]] if system in front_pid else []
+                return _measure(lambda: call(system, level, seconds), procs)
+
+            results = interleaved(levels, rounds, systems, point)
             return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "cpus": os.cpu_count(), "seconds_per_point": seconds, "rounds": rounds, "systems": results,
-                    "ratios_vs_ts_grpc": {s: {lv: round(results[s][lv]["rps"] / results["ts-grpc"][lv]["rps"], 3)
-                                              for lv in levels} for s in systems if s != "ts-grpc"}}
+                    "ratios_vs_ts_grpc": ratios_to("ts-grpc", results)}
         finally:
             for proc, _ in fronts.values():
                 terminate(proc)
@@ -137,23 +154,34 @@ def print_table(report: dict[str, Any]) -> None:
                   f" = {cpu['total']:.2f}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", type=int, nargs="+", default=[8, 32])
+def floor_parser(doc: str | None, levels: list[int]) -> argparse.ArgumentParser:
+    """The options every floor benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", type=int, nargs="+", default=levels)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds of load per system before measuring")
+    return parser
+
+
+def write_report(report: dict[str, Any], stem: str, show: Callable[[dict[str, Any]], None]) -> None:
+    """``results/<date>-<stem>.json``, then the table ``show`` prints."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{datetime.date.today().isoformat()}-{stem}.json"
+    path.write_text(json.dumps(report, indent=2))
+    show(report)
+    print(f"wrote {path}")
+
+
+def main() -> int:
+    parser = floor_parser(__doc__, [8, 32])
     parser.add_argument("--server-arg", action="append", default=[],
                         help="an extra flag for our server, e.g. --server-arg=--disable_fast_path")
     args = parser.parse_args()
     report = run(args.levels, args.rounds, args.seconds, args.warmup, args.server_arg)
     report["server_args"] = args.server_arg
-    RESULTS.mkdir(parents=True, exist_ok=True)
     variant = "".join(f"-{arg.strip('-')}" for arg in args.server_arg)  # an A/B run keeps its own file
-    path = RESULTS / f"{datetime.date.today().isoformat()}-grpc-floor{variant}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print_table(report)
-    print(f"wrote {path}")
+    write_report(report, f"grpc-floor{variant}", print_table)
     return 0
 
 

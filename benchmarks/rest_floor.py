@@ -22,7 +22,6 @@ Writes benchmarks/results/<date>-rest-floor.json and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import functools
 import json
@@ -38,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
 from benchmarks.cpu_profile import by_layer, spy  # noqa: E402
-from benchmarks.grpc_floor import wait_port  # noqa: E402
-from benchmarks.run import RESULTS, Processes, measure, terminate, w1_workload  # noqa: E402
+from benchmarks.grpc_floor import floor_parser, interleaved, ratios_to, wait_port, write_report  # noqa: E402
+from benchmarks.run import Processes, measure, terminate, w1_workload  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -81,20 +80,13 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, sample: b
 
             for system in targets:  # the same warm-up for every system: Java's JIT, before anything counts
                 call(system, 16, warmup)()
-            results: dict[str, dict[int, Any]] = {s: {} for s in targets}
-            for level in levels:
-                points: dict[str, list[dict[str, Any]]] = {s: [] for s in targets}
-                for _ in range(rounds):
-                    for system in targets:
-                        # TorchServe called directly has no front (our idle server is not in its path).
-                        procs.groups["ours"] = [front_pid[system]] if system in front_pid else []
-                        points[system].append(measure(call(system, level, seconds), procs))
-                for system, runs in points.items():
-                    median = sorted(runs, key=lambda p: p["rps"])[len(runs) // 2]
-                    median["rounds_rps"] = [round(p["rps"], 1) for p in runs]
-                    results[system][level] = median
-                print(f"  c={level}: " + ", ".join(f"{s} {results[s][level]['rps']:.0f}/s" for s in targets),
-                      flush=True)
+
+            def point(system: str, level: int) -> dict[str, Any]:
+                # TorchServe called directly has no front (our idle server is not in its path).
+                procs.groups["ours"] = [front_pid[system]] if system in front_pid else []
+                return measure(call(system, level, seconds), procs)
+
+            results = interleaved(levels, rounds, list(targets), point)
             layers: dict[str, list[tuple[str, float]]] = {}
             for system, pid in front_pid.items() if sample else ():
                 if system == "python-echo":
@@ -105,8 +97,7 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, sample: b
             return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "cpus": os.cpu_count(), "seconds_per_point": seconds, "rounds": rounds, "warmup_s": warmup,
                     "systems": results, "py_spy_layers_c16": layers,
-                    "ratios_vs_ts_rest": {s: {lv: round(results[s][lv]["rps"] / results["ts-rest"][lv]["rps"], 3)
-                                              for lv in levels} for s in targets if s != "ts-rest"}}
+                    "ratios_vs_ts_rest": ratios_to("ts-rest", results)}
         finally:
             for proc, _ in fronts.values():
                 terminate(proc)
@@ -129,19 +120,11 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=8.0, help="seconds of load per system before measuring")
+    parser = floor_parser(__doc__, [16, 64])
     parser.add_argument("--spy", action="store_true", help="also split each Python front's CPU by layer (py-spy)")
     args = parser.parse_args()
     report = run(args.levels, args.rounds, args.seconds, args.warmup, args.spy)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{datetime.date.today().isoformat()}-rest-floor.json"
-    path.write_text(json.dumps(report, indent=2))
-    print_table(report)
-    print(f"wrote {path}")
+    write_report(report, "rest-floor", print_table)
     return 0
 
 
