@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -123,17 +123,22 @@ SOCKET_WRITES = {("_Connection.send", "kserve_torchserve/backend/http_pool.py", 
                  ("RequestResponseCycle.send", "uvicorn/protocols/http/httptools_impl.py", 551)}
 
 
+def _samples(stacks: Path) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw format: each distinct stack (frames, outermost first) and how many samples it had."""
+    for line in stacks.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack.split(";"), int(count)
+
+
 def by_layer(stacks: Path) -> list[tuple[str, float]]:
     """Shares of the samples by where the innermost Python frame is: the event loop's own native work
     (uvloop: epoll, socket reads, callbacks), a socket write, or else the source file running."""
     layers: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in stacks.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        total += int(count)
-        match = re.match(r"(.*) \((.*):(\d+)\)$", stack.split(";")[-1])
+    for frames, samples in _samples(stacks):
+        total += samples
+        match = re.match(r"(.*) \((.*):(\d+)\)$", frames[-1])
         function, path, number = match.groups() if match else ("?", "?", "0")
         if function == "Runner.run" or (function == "run" and path.endswith("uvloop/__init__.py")):
             layer = "event loop (native)"
@@ -141,7 +146,7 @@ def by_layer(stacks: Path) -> list[tuple[str, float]]:
             layer = "socket writes"
         else:
             layer = path
-        layers[layer] += int(count)
+        layers[layer] += samples
     return [(layer, round(100 * n / max(total, 1), 1)) for layer, n in layers.most_common()]
 
 
@@ -150,13 +155,8 @@ def busiest(stacks: Path, top: int) -> dict[str, list[tuple[str, float]]]:
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in stacks.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples = int(count)
+    for frames, samples in _samples(stacks):
         total += samples
-        frames = stack.split(";")
         own[frames[-1]] += samples  # by line: where in the function
         for function in {re.sub(r":\d+\)$", ")", frame) for frame in frames}:  # by function, whatever the line
             inclusive[function] += samples

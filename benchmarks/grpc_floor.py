@@ -93,10 +93,13 @@ def interleaved(levels: list[int], rounds: int, systems: list[str],
     return results
 
 
-def ratios_to(base: str, results: dict[str, dict[int, Any]]) -> dict[str, dict[int, float]]:
-    """Each system's req/s over ``base``'s, per level."""
-    return {system: {level: round(point["rps"] / results[base][level]["rps"], 3) for level, point in points.items()}
-            for system, points in results.items() if system != base}
+def floor_report(base: str, results: dict[str, dict[int, Any]], seconds: float, rounds: int) -> dict[str, Any]:
+    """A floor benchmark's report: its points, and each system's req/s over ``base``'s, per level."""
+    ratios = {system: {level: round(point["rps"] / results[base][level]["rps"], 3) for level, point in points.items()}
+              for system, points in results.items() if system != base}
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(), "seconds_per_point": seconds, "rounds": rounds, "systems": results,
+            f"ratios_vs_{base.replace('-', '_')}": ratios}
 
 
 def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_args: list[str]) -> dict[str, Any]:
@@ -132,10 +135,7 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_ar
                 procs.groups["ours"] = [front_pid[system]] if system in front_pid else []
                 return _measure(lambda: call(system, level, seconds), procs)
 
-            results = interleaved(levels, rounds, systems, point)
-            return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "cpus": os.cpu_count(), "seconds_per_point": seconds, "rounds": rounds, "systems": results,
-                    "ratios_vs_ts_grpc": ratios_to("ts-grpc", results)}
+            return floor_report("ts-grpc", interleaved(levels, rounds, systems, point), seconds, rounds)
         finally:
             for proc, _ in fronts.values():
                 terminate(proc)

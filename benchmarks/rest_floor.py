@@ -22,10 +22,8 @@ Writes benchmarks/results/<date>-rest-floor.json and prints a table.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
 from benchmarks.cpu_profile import by_layer, spy  # noqa: E402
-from benchmarks.grpc_floor import floor_parser, interleaved, ratios_to, wait_port, write_report  # noqa: E402
+from benchmarks.grpc_floor import floor_parser, floor_report, interleaved, wait_port, write_report  # noqa: E402
 from benchmarks.run import Processes, measure, terminate, w1_workload  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
@@ -94,10 +92,8 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, sample: b
                 stacks = work / f"{system}.stacks.txt"
                 spy(pid, seconds, stacks, functools.partial(load_at_16, system))
                 layers[system] = by_layer(stacks)
-            return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "cpus": os.cpu_count(), "seconds_per_point": seconds, "rounds": rounds, "warmup_s": warmup,
-                    "systems": results, "py_spy_layers_c16": layers,
-                    "ratios_vs_ts_rest": ratios_to("ts-rest", results)}
+            return {**floor_report("ts-rest", results, seconds, rounds), "warmup_s": warmup,
+                    "py_spy_layers_c16": layers}
         finally:
             for proc, _ in fronts.values():
                 terminate(proc)

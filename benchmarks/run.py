@@ -65,6 +65,17 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(Path(f"/proc/{pid}/stat")))
 
 
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds of the processes still there (one may end between listing and reading)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
 def _children(pid: int) -> list[int]:
     import psutil
 
@@ -79,16 +90,7 @@ class Processes:
         self.groups = {"ours": [server.proc.pid], "java": [java], "workers": _children(java)}
 
     def snapshot(self) -> dict[str, float]:
-        out = {}
-        for name, pids in self.groups.items():
-            total = 0.0
-            for pid in pids:
-                try:
-                    total += cpu_seconds(pid)
-                except OSError:
-                    pass
-            out[name] = total
-        return out
+        return {name: cpu_of(pids) for name, pids in self.groups.items()}
 
 
 def terminate(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:

@@ -37,7 +37,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import RESULTS, cpu_seconds, w1_workload  # noqa: E402
+from benchmarks.run import RESULTS, cpu_of, w1_workload  # noqa: E402
 from kserve_torchserve.backend import http_pool  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
@@ -46,17 +46,13 @@ CONCURRENCY = 16
 
 
 class UnixPool(http_pool.Pool):
-    """http_pool.Pool over a unix socket: the same connections, protocol and parser."""
+    """http_pool.Pool over a unix socket: the same connections, protocol, parser and idle reuse."""
 
     def __init__(self, path: str) -> None:
         super().__init__("localhost", 0)
         self.path = path
 
-    async def _acquire(self) -> http_pool._Connection:
-        while self._idle:
-            connection = self._idle.pop()
-            if not connection.closed:
-                return connection
+    async def _connect(self) -> http_pool._Connection:
         _, protocol = await asyncio.get_running_loop().create_unix_connection(http_pool._Connection, self.path)
         return protocol
 
@@ -88,10 +84,10 @@ def start_torchserve(store: Path, base: Path, socket_kind: str) -> tuple[subproc
     # The worker environment our runtime gives TorchServe on 2 CPUs (config/cpus.py).
     env = {**os.environ, "TMPDIR": str(base / "tmp"), "OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "10000",
            "PATH": venv_bin + os.pathsep + os.environ["PATH"]}
-    proc = subprocess.Popen([str(Path(venv_bin) / "torchserve"), "--start", "--foreground", "--ncs",
-                             "--ts-config", str(base / "config.properties"), "--model-store", str(store)],
-                            env=env, cwd=base, stdout=open(base / "torchserve.log", "wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(base / "torchserve.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([str(Path(venv_bin) / "torchserve"), "--start", "--foreground", "--ncs",
+                                 "--ts-config", str(base / "config.properties"), "--model-store", str(store)],
+                                env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     register = (f"http://127.0.0.1:{management}/models?url=digits.mar&batch_size=8"
                 "&max_batch_delay=5&initial_workers=1&synchronous=true")
     deadline = time.monotonic() + 120
@@ -113,13 +109,7 @@ def start_torchserve(store: Path, base: Path, socket_kind: str) -> tuple[subproc
 
 def torchserve_cpu(proc: subprocess.Popen[bytes]) -> float:
     """CPU seconds of everything in TorchServe's session."""
-    total = 0.0
-    for pid in session(proc):
-        try:
-            total += cpu_seconds(pid)
-        except OSError:  # gone between pgrep and the read
-            pass
-    return total
+    return cpu_of(session(proc))
 
 
 async def closed_loop(pool: http_pool.Pool, body: bytes, seconds: float) -> int:

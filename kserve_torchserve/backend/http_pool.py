@@ -98,13 +98,14 @@ class Pool:
             connection = self._idle.pop()
             if not connection.closed:
                 return connection
-        loop = asyncio.get_running_loop()
         try:
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(_Connection, self.host, self.port), self._connect_timeout_s
-            )
+            return await asyncio.wait_for(self._connect(), self._connect_timeout_s)
         except (OSError, asyncio.TimeoutError) as exc:
             raise TransportError(f"cannot connect to TorchServe at {self.host}:{self.port}: {exc}") from None
+
+    async def _connect(self) -> _Connection:
+        """A new connection (benchmarks/uds_vs_tcp.py makes it over a unix socket instead)."""
+        _, protocol = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
         return protocol
 
     def _release(self, connection: _Connection) -> None:
