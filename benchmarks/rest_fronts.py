@@ -42,6 +42,7 @@ class Front(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.body: list[bytes] = []
+        self.tasks: set[asyncio.Task[None]] = set()  # held, or the loop may collect one mid-answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -58,7 +59,9 @@ class Front(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         body, self.body = b"".join(self.body), []
-        asyncio.get_running_loop().create_task(self._respond(body))
+        task = asyncio.get_running_loop().create_task(self._respond(body))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _respond(self, body: bytes) -> None:
         payload = await self.answer(body)
