@@ -186,3 +186,26 @@ def test_v2_tensors_are_checked_before_they_become_rows() -> None:
         tensor.set_data_from_numpy(np.array([1], dtype=np.int32), binary_data=False)
     with pytest.raises(InvalidInput, match="input 'a' appears twice"):  # one would have overwritten the other
         codec.v2_rows(_request(first, second))
+
+
+def test_a_request_without_an_id_is_answered_with_a_fresh_uuid4_also_in_a_forked_child() -> None:
+    import os
+    import uuid
+
+    request = InferRequest(model_name="m", infer_inputs=[InferInput("x", [1], "FP32", data=[1.0])])
+    ids = [codec.v2_response(request, "m", [0.5]).id for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:100]:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    # A forked child (a multi-process front) must not repeat its parent's ids.
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write_end, ",".join(codec.response_id() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 1 << 16).decode().split(",")
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert not set(child) & {codec.response_id() for _ in range(10)}

@@ -57,6 +57,31 @@ def test_bad_tensors_are_400_naming_the_input_what_it_got_and_what_fits(datatype
     assert message in str(refused.value)
 
 
+FP32_MAX, FP16_MAX = float(np.finfo(np.float32).max), float(np.finfo(np.float16).max)
+
+
+@pytest.mark.parametrize("datatype,value,fits", [
+    ("FP32", FP32_MAX, True), ("FP32", -FP32_MAX, True),
+    # Past the largest float32, yet rounding to it: the cast gives a finite value, so it is served.
+    ("FP32", float(np.nextafter(FP32_MAX, np.inf)), True),
+    ("FP32", 3.5e38, False), ("FP32", -3.5e38, False), ("FP32", float("inf"), False), ("FP32", float("nan"), False),
+    ("FP16", FP16_MAX, True), ("FP16", 65519.0, True), ("FP16", 65520.0, False), ("FP16", float("-inf"), False),
+    ("FP64", float("inf"), False), ("FP64", float("nan"), False), ("FP64", 1e308, True),
+])
+def test_floats_at_the_edge_of_their_type_are_served_exactly_when_the_cast_is_finite(datatype: str, value: float,
+                                                                                     fits: bool) -> None:
+    # Values well inside the type take a shorter check than values at or past its edge (tensors._numeric);
+    # both must agree with what the cast itself gives, whichever element is the odd one.
+    data = [0.5, value, -0.25]
+    if fits:
+        array = tensors.to_array("x", datatype, [3], data, None)
+        expected = np.array(data).astype(tensors._DTYPES[datatype])
+        assert array.dtype == expected.dtype and array.tolist() == expected.tolist()
+    else:
+        with pytest.raises(InvalidInput, match="values must be finite numbers within"):
+            tensors.to_array("x", datatype, [3], data, None)
+
+
 def test_names_and_datatypes_are_quoted_cut_and_cleaned() -> None:
     with pytest.raises(InvalidInput) as refused:
         tensors.check_header("a\nb" + "n" * 500, "X" * 500, [1])
