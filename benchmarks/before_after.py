@@ -19,6 +19,7 @@ settled), then interleaved rounds (median reported), with CPU per request of eve
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import subprocess
@@ -74,13 +75,31 @@ def instance() -> list[float]:
     return [round(float(v), 4) for v in np.random.default_rng(0).random(FEATURES)]
 
 
-def start_pair(work: Path, store: Path, revision: str, prefix: str, servers: list[Server]) -> None:
+def start_pair(work: Path, store: Path, revision: str, prefix: str, servers: list[Server], model: str = "mlp") -> None:
     """The working tree's server and ``revision``'s, both on ``store`` with batching on, appended to
     ``servers`` as they start (so the caller's ``finally`` stops whatever did start)."""
     before_code = _export(revision, work / f"{prefix}-before-code")
     for label, extra in (("after", {}), ("before", {"PYTHONPATH": str(before_code)})):
         (work / f"{prefix}-{label}").mkdir()
-        servers.append(Server(store, work / f"{prefix}-{label}", model_name="mlp", env={**BATCH_ENV, **extra}))
+        servers.append(Server(store, work / f"{prefix}-{label}", model_name=model, env={**BATCH_ENV, **extra}))
+
+
+Systems = dict[str, tuple[Callable[[int, float], dict[str, Any]], Processes]]
+
+
+def interleaved(systems: Systems, repeats: int, concurrency: int, seconds: float) -> dict[str, Any]:
+    """Rounds of every system in turn (a slow moment of the VM hits all alike), each measured with its own
+    processes' CPU; per system the median round by req/s, with every round's req/s beside it."""
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
+    for _ in range(repeats):
+        for name, (run, procs) in systems.items():
+            rounds[name].append(measure(functools.partial(run, concurrency, seconds), procs))
+    points: dict[str, Any] = {}
+    for name, results in rounds.items():
+        median = sorted(results, key=lambda p: p["rps"])[len(results) // 2]
+        median["rounds_rps"] = [round(p["rps"], 1) for p in results]
+        points[name] = median
+    return points
 
 
 def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
@@ -102,7 +121,7 @@ def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
         # (config/cpus.py), as a TorchServe started by hand would.
         stock, stock_key = before.torchserve()
         stock_url = f"{stock['inference_address']}/predictions/mlp"
-        systems: dict[str, tuple[Callable[[int, float], dict[str, Any]], Processes]] = {
+        systems: Systems = {
             "ts-rest": (lambda c, s: load.wrk(ts_url, ts_body, "application/json",
                                               {"Authorization": f"Bearer {key}"}, c, s), Processes(after)),
             "ts-rest-default-spin": (lambda c, s: load.wrk(stock_url, ts_body, "application/json",
@@ -117,18 +136,9 @@ def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
                                  _Pids({"ours": [inprocess.proc.pid], "java": [], "workers": []})),
         }
         settling: dict[str, list[float]] = {}
-        points: dict[str, Any] = {}
         for name, (run, procs) in systems.items():
             settling.update(warm_up({name: run}, procs, warmup_s, CONCURRENCY))
-        # Interleaved rounds, each system measured with its own processes' CPU.
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
-        for _ in range(repeats):
-            for name, (run, procs) in systems.items():
-                rounds[name].append(measure(lambda: run(CONCURRENCY, seconds), procs))
-        for name, results in rounds.items():
-            median = sorted(results, key=lambda p: p["rps"])[len(results) // 2]
-            median["rounds_rps"] = [round(p["rps"], 1) for p in results]
-            points[name] = median
+        points = interleaved(systems, repeats, CONCURRENCY, seconds)
         ts = points["ts-rest"]["rps"]
         for name, point in points.items():
             point["vs_ts_rest"] = round(point["rps"] / ts, 3)

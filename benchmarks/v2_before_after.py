@@ -1,0 +1,117 @@
+"""Our v2 path (REST and gRPC) for an earlier revision and for the working tree, in one run, under load.
+
+front_cost.py times our Python work per request in-process; this says whether a change to the
+v2 path shows where it counts: throughput and CPU per request with TorchServe on the same
+cores. W1 (the digits MLP, 64 floats), batching on (batch 8 / 5 ms), two servers of ours each
+with its own TorchServe: the working tree's and git revision --before's (an exported copy of
+the package, first on its PYTHONPATH, the same venv). Systems, all at --concurrency:
+  ts-before-rest / -grpc        the revision's TorchServe called directly (REST, gRPC)
+  ours-before-v2-rest / -grpc   the revision's server
+  ts-after-rest / -grpc         the working tree's TorchServe called directly
+  ours-after-v2-rest / -grpc    the working tree's server
+The same warm-up for each (so both JVMs get the same; Java's CPU per request by 2-s window
+printed, to show it settled), then interleaved rounds, the median by req/s reported with each
+process's CPU per request; each "ours" as a ratio to its own TorchServe called directly.
+
+  .venv/bin/python benchmarks/v2_before_after.py [--before REV] [--rounds 3] [--seconds 6] [--warmup 10]
+Writes benchmarks/results/<date>-v2-before-after.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import load  # noqa: E402
+from benchmarks.before_after import Systems, interleaved, start_pair  # noqa: E402
+from benchmarks.run import RESULTS, Processes, w1_workload  # noqa: E402
+from benchmarks.sweeps import warm_up  # noqa: E402
+from tests.helpers import Server  # noqa: E402
+
+DEFAULT_BEFORE = "e50eab9"  # main as the 2026-11-28 session began
+
+
+def _direct(server: Server, workload: dict[str, Any]) -> dict[str, Callable[[int, float], dict[str, Any]]]:
+    props, key = server.torchserve()
+    model, target = workload["model"], f"127.0.0.1:{props['grpc_inference_port']}"
+    return {
+        "rest": lambda c, s: load.wrk(f"{props['inference_address']}/predictions/{model}", workload["ts_body"],
+                                      "application/json", {"Authorization": f"Bearer {key}"}, c, s),
+        "grpc": lambda c, s: asyncio.run(load.grpc_ts(target, model, workload["ts_row"], key, c, s)),
+    }
+
+
+def _ours(server: Server, workload: dict[str, Any]) -> dict[str, Callable[[int, float], dict[str, Any]]]:
+    model, v2 = workload["model"], json.dumps(workload["v2"]).encode()
+    return {
+        "v2-rest": lambda c, s: load.wrk(f"{server.url}/v2/models/{model}/infer", v2, "application/json", {}, c, s),
+        "v2-grpc": lambda c, s: asyncio.run(load.grpc_ours(f"127.0.0.1:{server.grpc_port}", model, workload, c, s)),
+    }
+
+
+def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency: int) -> dict[str, Any]:
+    workload = w1_workload()
+    model = workload["model"]
+    servers: list[Server] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            start_pair(Path(tmp), workload["storage"], revision, "v2", servers, model=model)
+            for server in servers:
+                server.wait_ready(timeout=300)
+            after, before = servers
+            systems: Systems = {}
+            # Each server's TorchServe called directly too: the same warm-up for both JVMs, and each
+            # "ours" is compared with its own TorchServe.
+            for label, server in (("before", before), ("after", after)):
+                direct = Processes(server)
+                direct.groups["ours"] = []  # TorchServe called directly: our idle server is not in its path
+                for api, call in _direct(server, workload).items():
+                    systems[f"ts-{label}-{api}"] = (call, direct)
+                for api, call in _ours(server, workload).items():
+                    systems[f"ours-{label}-{api}"] = (call, Processes(server))
+            settling: dict[str, list[float]] = {}
+            for name, (call, procs) in systems.items():
+                settling.update(warm_up({name: call}, procs, warmup_s, concurrency))
+            points = interleaved(systems, rounds, concurrency, seconds)
+        finally:
+            for server in servers:
+                server.stop()
+    for name, point in points.items():  # ours-<label>-v2-<api> against ts-<label>-<api>
+        label, api = name.split("-")[1], name.rsplit("-", 1)[1]
+        point["vs_ts"] = round(point["rps"] / points[f"ts-{label}-{api}"]["rps"], 3)
+    return {"revision_before": revision, "workload": "W1 digits MLP, 64 floats, v2", "concurrency": concurrency,
+            "env": "batch 8 / 5 ms", "rounds": rounds, "seconds": seconds,
+            "warmup_java_ms_per_request": settling, "systems": points}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", default=DEFAULT_BEFORE)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--warmup", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    report = run(args.before, args.rounds, args.seconds, args.warmup, args.concurrency)
+    print(f"\nc={args.concurrency}, median of {args.rounds} interleaved rounds; CPU ms per request ours / Java / workers")
+    for name, point in report["systems"].items():
+        cpu = point["cpu_ms_per_request"]
+        print(f"  {name:22s} {point['rps']:8.1f} req/s  {point['vs_ts']:.2f}x  "
+              f"{cpu['ours']:.3f} / {cpu['java']:.3f} / {cpu['workers']:.3f}   rounds {point['rounds_rps']}")
+    out = RESULTS / f"{datetime.date.today()}-v2-before-after.json"
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
