@@ -117,8 +117,8 @@ def _numeric(name: str, datatype: str, data: Any) -> np.ndarray:
             raise InvalidInput(f"input {_quoted(name)}: value {worst} does not fit {datatype} ({low} to {high})")
         return array.astype(dtype)
     if kind == "f" and array.size and array.max() <= _FLOAT_MAX[datatype] and array.min() >= -_FLOAT_MAX[datatype]:
-        # The common tensor: every value finite (NaN fails both comparisons) and within the type, so
-        # the cast cannot overflow: two reductions instead of errstate's context, the cast and isfinite.
+        # The common tensor: every value finite (NaN fails both comparisons) and within the type, so the
+        # cast cannot overflow: no errstate context (two numpy calls) and no isfinite pass over the result.
         return array.astype(dtype, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):
         converted = array.astype(dtype)
