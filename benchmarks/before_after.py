@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
+from benchmarks.grpc_floor import interleaved as rounds_interleaved
 from benchmarks.run import ROOT, Processes, measure
 from benchmarks.sweeps import BATCH_ENV, InProcessServer, warm_up
 from tests.helpers import Server, build_mar
@@ -87,19 +88,23 @@ def start_pair(work: Path, store: Path, revision: str, prefix: str, servers: lis
 Systems = dict[str, tuple[Callable[[int, float], dict[str, Any]], Processes]]
 
 
+def warm_each(systems: Systems, seconds: float, concurrency: int) -> dict[str, list[float]]:
+    """sweeps.warm_up for each system with its own processes: Java's CPU per request by 2-s window."""
+    settling: dict[str, list[float]] = {}
+    for name, (run, procs) in systems.items():
+        settling.update(warm_up({name: run}, procs, seconds, concurrency))
+    return settling
+
+
 def interleaved(systems: Systems, repeats: int, concurrency: int, seconds: float) -> dict[str, Any]:
-    """Rounds of every system in turn (a slow moment of the VM hits all alike), each measured with its own
-    processes' CPU; per system the median round by req/s, with every round's req/s beside it."""
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
-    for _ in range(repeats):
-        for name, (run, procs) in systems.items():
-            rounds[name].append(measure(functools.partial(run, concurrency, seconds), procs))
-    points: dict[str, Any] = {}
-    for name, results in rounds.items():
-        median = sorted(results, key=lambda p: p["rps"])[len(results) // 2]
-        median["rounds_rps"] = [round(p["rps"], 1) for p in results]
-        points[name] = median
-    return points
+    """grpc_floor.interleaved at one concurrency, each system measured with its own processes' CPU: per
+    system the median round by req/s, with every round's req/s beside it."""
+    def point(name: str, level: int) -> dict[str, Any]:
+        run, procs = systems[name]
+        return measure(functools.partial(run, level, seconds), procs)
+
+    results = rounds_interleaved([concurrency], repeats, list(systems), point)
+    return {name: by_level[concurrency] for name, by_level in results.items()}
 
 
 def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
@@ -135,9 +140,7 @@ def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
                                                        v1, "application/json", {}, c, s),
                                  _Pids({"ours": [inprocess.proc.pid], "java": [], "workers": []})),
         }
-        settling: dict[str, list[float]] = {}
-        for name, (run, procs) in systems.items():
-            settling.update(warm_up({name: run}, procs, warmup_s, CONCURRENCY))
+        settling = warm_each(systems, warmup_s, CONCURRENCY)
         points = interleaved(systems, repeats, CONCURRENCY, seconds)
         ts = points["ts-rest"]["rps"]
         for name, point in points.items():

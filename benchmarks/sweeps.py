@@ -98,7 +98,7 @@ def idle(pid: int, timeout_s: float = 300) -> None:
     raise RuntimeError(f"process {pid} kept computing for {timeout_s:.0f} s")
 
 
-def _systems(server: Server, workload: dict[str, Any], inprocess: InProcessServer | None) -> dict[str, Callable[[int, float], dict[str, Any]]]:
+def systems_for(server: Server, workload: dict[str, Any], inprocess: InProcessServer | None) -> dict[str, Callable[[int, float], dict[str, Any]]]:
     props, key = server.torchserve()
     model = workload["model"]
     v1 = json.dumps({"instances": [workload["instance"]]}).encode()
@@ -167,7 +167,7 @@ def batching(workloads: dict[str, dict[str, Any]], work: Path, seconds: float, r
             server.wait_ready(timeout=300)
             procs = Processes(server)
             procs.groups["inprocess"] = [inprocess.proc.pid]
-            systems = _systems(server, workload, inprocess)
+            systems = systems_for(server, workload, inprocess)
             ctype = "application/json" if workload["model"] == "digits" else "application/octet-stream"
             queue = settled(server, workload["model"], workload["ts_body"], ctype)
 

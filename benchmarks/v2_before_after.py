@@ -20,42 +20,22 @@ Writes benchmarks/results/<date>-v2-before-after.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import load  # noqa: E402
-from benchmarks.before_after import Systems, interleaved, start_pair  # noqa: E402
+from benchmarks.before_after import Systems, interleaved, start_pair, warm_each  # noqa: E402
 from benchmarks.run import RESULTS, Processes, w1_workload  # noqa: E402
-from benchmarks.sweeps import warm_up  # noqa: E402
+from benchmarks.sweeps import systems_for  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
 DEFAULT_BEFORE = "e50eab9"  # main as the 2026-11-28 session began
-
-
-def _direct(server: Server, workload: dict[str, Any]) -> dict[str, Callable[[int, float], dict[str, Any]]]:
-    props, key = server.torchserve()
-    model, target = workload["model"], f"127.0.0.1:{props['grpc_inference_port']}"
-    return {
-        "rest": lambda c, s: load.wrk(f"{props['inference_address']}/predictions/{model}", workload["ts_body"],
-                                      "application/json", {"Authorization": f"Bearer {key}"}, c, s),
-        "grpc": lambda c, s: asyncio.run(load.grpc_ts(target, model, workload["ts_row"], key, c, s)),
-    }
-
-
-def _ours(server: Server, workload: dict[str, Any]) -> dict[str, Callable[[int, float], dict[str, Any]]]:
-    model, v2 = workload["model"], json.dumps(workload["v2"]).encode()
-    return {
-        "v2-rest": lambda c, s: load.wrk(f"{server.url}/v2/models/{model}/infer", v2, "application/json", {}, c, s),
-        "v2-grpc": lambda c, s: asyncio.run(load.grpc_ours(f"127.0.0.1:{server.grpc_port}", model, workload, c, s)),
-    }
 
 
 def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency: int) -> dict[str, Any]:
@@ -74,13 +54,11 @@ def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency
             for label, server in (("before", before), ("after", after)):
                 direct = Processes(server)
                 direct.groups["ours"] = []  # TorchServe called directly: our idle server is not in its path
-                for api, call in _direct(server, workload).items():
-                    systems[f"ts-{label}-{api}"] = (call, direct)
-                for api, call in _ours(server, workload).items():
-                    systems[f"ours-{label}-{api}"] = (call, Processes(server))
-            settling: dict[str, list[float]] = {}
-            for name, (call, procs) in systems.items():
-                settling.update(warm_up({name: call}, procs, warmup_s, concurrency))
+                calls = systems_for(server, workload, None)
+                for api in ("rest", "grpc"):
+                    systems[f"ts-{label}-{api}"] = (calls[f"ts-{api}"], direct)
+                    systems[f"ours-{label}-v2-{api}"] = (calls[f"ours-v2-{api}"], Processes(server))
+            settling = warm_each(systems, warmup_s, concurrency)
             points = interleaved(systems, rounds, concurrency, seconds)
         finally:
             for server in servers:
