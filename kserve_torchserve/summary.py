@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .backend.client import TorchServeClient
 from .config.settings import Settings
+from .errors import UpstreamError
 from .management.service import Management
 
 
@@ -21,7 +22,14 @@ async def summary(settings: Settings, client: TorchServeClient, management: Mana
         f"{'on' if settings.model_api.repository else 'off'}",
     ]
     for r in management.operations.registrations.values():
-        (description, *_) = await client.describe(r.spec.name, r.ts_version) or [{}]
+        if r.model.failure is not None:  # TorchServe unregisters a model whose workers could not load: not asked
+            lines.append(f"  model {r.spec.name} v{r.spec.version}: not served: {r.model.failure}")
+            continue
+        try:
+            (description, *_) = await client.describe(r.spec.name, r.ts_version) or [{}]
+        except UpstreamError as exc:  # TorchServe restarting meanwhile: a log line never fails start-up
+            lines.append(f"  model {r.spec.name} v{r.spec.version}: not described: {exc.message}")
+            continue
         workers = description.get("workers") or []
         gpus = sum(1 for w in workers if w.get("gpu"))
         device = f"GPU ({gpus} of {len(workers)} workers)" if gpus else "CPU (no GPU assigned)"
