@@ -105,22 +105,66 @@ def terminate(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
         proc.wait()
 
 
-def measure(call: Callable[[], dict[str, Any]], procs: Processes) -> dict[str, Any]:
+def measure(call: Callable[[], dict[str, Any]], procs: Processes,
+            settle: Callable[[], None] | None = None) -> dict[str, Any]:
     """``call``'s result, with each process's CPU per request over the load's measured window: from the
     end of its own warm-up (load.on_measured_window) to its end. (Before 2026-11-27, late evening, the
-    snapshots also took in the 1-s warm-up, overstating CPU per request by 1/N for N-second windows.)"""
+    snapshots also took in the 1-s warm-up, overstating CPU per request by 1/N for N-second windows.)
+
+    ``settle`` (a barrier such as ``settled``) runs between the load's warm-up and its window, and
+    after the window: wrk's warm-up ends with every connection's request still queued in TorchServe,
+    which keeps a job whose client went away, so without it a window starts behind that backlog (at
+    W2's ~40 ms per image, 64 jobs are 2.6 s of a 5-s window), and the next point behind this one's."""
     before = procs.snapshot()
 
     def window_starts() -> None:
         nonlocal before
+        if settle is not None:
+            settle()
         before = procs.snapshot()
 
     with load.on_measured_window(window_starts):
         result = call()
     after = procs.snapshot()
+    if settle is not None:
+        settle()
     requests = max(result["requests"], 1)
     result["cpu_ms_per_request"] = {k: round(1000 * (after[k] - before[k]) / requests, 3) for k in before}
     return result
+
+
+def settled(server: Server, model: str, body: bytes, ctype: str) -> Callable[[], None]:
+    """A barrier between loads: one request straight to TorchServe, answered only once every job
+    queued before it is done. A closed loop that stops leaves its last requests queued in TorchServe
+    (it does not drop a job whose client went away), and a compute-bound model (W2) takes seconds
+    to work them off: without the barrier the next load meets a full queue (503s) or a backlog."""
+    import requests
+
+    props, key = server.torchserve()
+
+    def wait() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # a 503 (queue full) says nothing about the backlog: again
+            answer = requests.post(f"{props['inference_address']}/predictions/{model}", data=body, timeout=300,
+                                   headers={"Authorization": f"Bearer {key}", "Content-Type": ctype})
+            if answer.ok:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"TorchServe did not work off its queue in 300 s (last answer {answer.status_code})")
+
+    return wait
+
+
+def idle(pid: int, timeout_s: float = 300) -> None:
+    """Wait until process ``pid`` stops using CPU (under 5% of a core over 0.5 s): a server that keeps
+    computing requests whose client went away would otherwise take the cores from the next system."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(0.5)
+        if cpu_seconds(pid) - before < 0.025:
+            return
+    raise RuntimeError(f"process {pid} kept computing for {timeout_s:.0f} s")
 
 
 def in_process_limit(workload: str, build: Path, payload: Any, seconds: float) -> dict[str, Any]:
@@ -235,13 +279,16 @@ def bench_server(name: str, workload: dict[str, Any], env: dict[str, str], level
             load.grpc_ours(f"127.0.0.1:{server.grpc_port}", model, workload, level, seconds))
         calls["ts-grpc"] = lambda level: asyncio.run(
             load.grpc_ts(ts_grpc, model, workload["ts_row"], key, level, seconds))
+        # Each point starts on TorchServe's empty queue, not behind its own warm-up's or the previous
+        # system's leftovers (measure); before this, ours over gRPC measured W2 behind ts-rest's.
+        queue = settled(server, model, workload["ts_body"], rest_targets["ts-rest"][2])
         for level in levels:
             # Systems interleaved, `repeats` rounds: a slow moment of this shared VM then
             # hits every system alike, and the median round is reported.
             rounds: dict[str, list[dict[str, Any]]] = {system: [] for system in calls}
             for _ in range(repeats):
                 for system, call in calls.items():
-                    rounds[system].append(measure(lambda: call(level), procs))
+                    rounds[system].append(measure(lambda: call(level), procs, queue))
             for system, points in rounds.items():
                 median = sorted(points, key=lambda p: p["rps"])[len(points) // 2]
                 median["rounds_rps"] = [round(p["rps"], 1) for p in points]

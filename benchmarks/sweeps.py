@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
-from benchmarks.run import ROOT, Processes, cpu_seconds, measure, terminate
+from benchmarks.run import ROOT, Processes, idle, measure, settled, terminate
 from kserve_torchserve.backend.ports import free_ports
 from tests.helpers import Server, build_mar
 
@@ -64,40 +64,6 @@ class InProcessServer:
         terminate(self.proc, 30)
 
 
-def settled(server: Server, model: str, body: bytes, ctype: str) -> Callable[[], None]:
-    """A barrier between systems: one request straight to TorchServe, answered only once every job
-    queued before it is done. A closed loop that stops leaves its last requests queued in TorchServe
-    (it does not drop a job whose client went away), and a compute-bound model (W2) takes seconds
-    to work them off: without the barrier the next system meets a full queue (503s) or a backlog."""
-    import requests
-
-    props, key = server.torchserve()
-
-    def wait() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # a 503 (queue full) says nothing about the backlog: again
-            answer = requests.post(f"{props['inference_address']}/predictions/{model}", data=body, timeout=300,
-                                   headers={"Authorization": f"Bearer {key}", "Content-Type": ctype})
-            if answer.ok:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"TorchServe did not work off its queue in 300 s (last answer {answer.status_code})")
-
-    return wait
-
-
-def idle(pid: int, timeout_s: float = 300) -> None:
-    """Wait until process ``pid`` stops using CPU (under 5% of a core over 0.5 s): a server that keeps
-    computing requests whose client went away would otherwise take the cores from the next system."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        before = cpu_seconds(pid)
-        time.sleep(0.5)
-        if cpu_seconds(pid) - before < 0.025:
-            return
-    raise RuntimeError(f"process {pid} kept computing for {timeout_s:.0f} s")
-
-
 def systems_for(server: Server, workload: dict[str, Any], inprocess: InProcessServer | None) -> dict[str, Callable[[int, float], dict[str, Any]]]:
     props, key = server.torchserve()
     model = workload["model"]
@@ -121,14 +87,13 @@ def systems_for(server: Server, workload: dict[str, Any], inprocess: InProcessSe
 
 
 def warm_up(systems: dict[str, Callable[[int, float], dict[str, Any]]], procs: Processes, seconds: float,
-            concurrency: int, barrier: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+            concurrency: int, barrier: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """The same warm-up for every system; Java's CPU per request, 2-s windows, shows it settled."""
     settling: dict[str, list[float]] = {}
     for name, run in systems.items():
         windows = []
         for _ in range(max(1, int(seconds // 2))):
-            point = measure(lambda: run(concurrency, 2), procs)
-            barrier()
+            point = measure(lambda: run(concurrency, 2), procs, barrier)
             windows.append(point["cpu_ms_per_request"]["java"])
         settling[name] = windows
         print(f"    warm-up {name}: java ms/req by 2-s window {windows}", flush=True)
@@ -137,14 +102,13 @@ def warm_up(systems: dict[str, Callable[[int, float], dict[str, Any]]], procs: P
 
 def _points(systems: dict[str, Callable[[int, float], dict[str, Any]]], procs: Processes, levels: list[int],
             seconds: float, repeats: int, label: str,
-            barrier: Callable[[], None] = lambda: None) -> dict[str, dict[int, Any]]:
+            barrier: Callable[[], None] | None = None) -> dict[str, dict[int, Any]]:
     out: dict[str, dict[int, Any]] = {}
     for level in levels:
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
         for _ in range(repeats):  # interleaved: a slow moment of the VM hits every system alike
             for name, run in systems.items():
-                rounds[name].append(measure(lambda: run(level, seconds), procs))
-                barrier()  # outside measure(): each point starts on an empty queue, as the next one will
+                rounds[name].append(measure(lambda: run(level, seconds), procs, barrier))  # on an empty queue
         for name, points in rounds.items():
             median = sorted(points, key=lambda p: p["rps"])[len(points) // 2]
             median["rounds_rps"] = [round(p["rps"], 1) for p in points]

@@ -1,0 +1,62 @@
+"""benchmarks/run.py's measure(): a point's CPU is counted over its window only, and a barrier runs
+between the load's warm-up and its window, and after the window.
+
+Why: wrk's 1-s warm-up ends with every connection's request still queued in TorchServe; without
+the barrier inside measure(), a compute-bound model's window started behind that backlog (W2 REST
+at c=64 read 7-11 req/s for every system). Figures are never asserted, only what is counted when.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import load
+from benchmarks.run import measure
+
+
+class _Clock:
+    """Stands in for Processes: each process group's CPU is the events so far, so a snapshot says when it was taken."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def snapshot(self) -> dict[str, float]:
+        self.events.append("snapshot")
+        return {"ours": float(len(self.events))}
+
+
+def _load(clock: _Clock) -> dict[str, Any]:
+    clock.events.append("warm-up")
+    load._window_starts()  # what wrk() and the gRPC loops call once their warm-up is done
+    clock.events.append("window")
+    return {"requests": 2}
+
+
+def test_the_barrier_runs_after_the_warm_up_before_the_window_is_counted_and_after_it() -> None:
+    clock = _Clock()
+    result = measure(lambda: _load(clock), clock, lambda: clock.events.append("settle"))  # type: ignore[arg-type]
+    assert clock.events == ["snapshot", "warm-up", "settle", "snapshot", "window", "snapshot", "settle"]
+    # Counted from the snapshot after the barrier (event 4) to the one after the window (event 6).
+    assert result["cpu_ms_per_request"] == {"ours": 1000.0 * (6 - 4) / 2}
+
+
+def test_without_a_barrier_the_window_is_still_counted_from_the_end_of_the_warm_up() -> None:
+    clock = _Clock()
+    result = measure(lambda: _load(clock), clock)  # type: ignore[arg-type]
+    assert clock.events == ["snapshot", "warm-up", "snapshot", "window", "snapshot"]
+    assert result["cpu_ms_per_request"] == {"ours": 1000.0 * (5 - 3) / 2}
+
+
+def test_a_closed_loop_rates_its_calls_over_the_time_they_took_not_the_nominal_window() -> None:
+    """Calls started before the window's end finish after it (at W2, c=64: seconds later); dividing
+    by the nominal window overstated gRPC's req/s by half there."""
+    import asyncio
+
+    async def call() -> None:
+        await asyncio.sleep(0.2)
+
+    # Each of 2 workers starts a call at 0 and at ~0.2 s (< 0.3 s): 4 calls, the last done at >= 0.4 s.
+    result = asyncio.run(load._closed_loop(call, concurrency=2, seconds=0.3))
+    assert result["requests"] == 4
+    assert result["seconds"] >= 0.4
+    assert abs(result["rps"] - result["requests"] / result["seconds"]) < 0.01 * result["rps"]  # seconds is rounded
