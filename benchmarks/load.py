@@ -34,7 +34,9 @@ def on_measured_window(hook: Callable[[], None]) -> Iterator[None]:
 
 
 def _window_starts() -> None:
-    for hook in list(_window_hooks):
+    # Innermost first: a measure() nested in another user's block runs its barrier (run.settled)
+    # before the outer user's snapshot too, so neither counts the barrier's work.
+    for hook in reversed(_window_hooks):
         hook()
 
 

@@ -114,7 +114,9 @@ def measure(call: Callable[[], dict[str, Any]], procs: Processes,
     ``settle`` (a barrier such as ``settled``) runs between the load's warm-up and its window, and
     after the window: wrk's warm-up ends with every connection's request still queued in TorchServe,
     which keeps a job whose client went away, so without it a window starts behind that backlog (at
-    W2's ~40 ms per image, 64 jobs are 2.6 s of a 5-s window), and the next point behind this one's."""
+    W2's ~40 ms per image, 64 jobs are 2.6 s of a 5-s window), and the next point behind this one's.
+    A caller timing its own window around this one (grpc_floor, cpu_profile) would count the trailing
+    barrier: those pass none."""
     before = procs.snapshot()
 
     def window_starts() -> None:

@@ -47,6 +47,13 @@ def test_without_a_barrier_the_window_is_still_counted_from_the_end_of_the_warm_
     assert result["cpu_ms_per_request"] == {"ours": 1000.0 * (5 - 3) / 2}
 
 
+def test_a_nested_measure_settles_before_the_outer_window_opens_too() -> None:
+    clock = _Clock()
+    with load.on_measured_window(lambda: clock.events.append("outer snapshot")):
+        measure(lambda: _load(clock), clock, lambda: clock.events.append("settle"))  # type: ignore[arg-type]
+    assert clock.events[:5] == ["snapshot", "warm-up", "settle", "snapshot", "outer snapshot"]
+
+
 def test_a_closed_loop_rates_its_calls_over_the_time_they_took_not_the_nominal_window() -> None:
     """Calls started before the window's end finish after it (at W2, c=64: seconds later); dividing
     by the nominal window overstated gRPC's req/s by half there."""
@@ -55,8 +62,8 @@ def test_a_closed_loop_rates_its_calls_over_the_time_they_took_not_the_nominal_w
     async def call() -> None:
         await asyncio.sleep(0.2)
 
-    # Each of 2 workers starts a call at 0 and at ~0.2 s (< 0.3 s): 4 calls, the last done at >= 0.4 s.
-    result = asyncio.run(load._closed_loop(call, concurrency=2, seconds=0.3))
-    assert result["requests"] == 4
-    assert result["seconds"] >= 0.4
+    # Each of 2 workers starts one call at once, inside the 0.1-s window: 2 calls, done at >= 0.2 s.
+    result = asyncio.run(load._closed_loop(call, concurrency=2, seconds=0.1))
+    assert result["requests"] == 2
+    assert result["seconds"] >= 0.2
     assert abs(result["rps"] - result["requests"] / result["seconds"]) < 0.01 * result["rps"]  # seconds is rounded
