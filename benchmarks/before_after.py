@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
-from benchmarks.grpc_floor import interleaved as rounds_interleaved
 from benchmarks.run import ROOT, Processes, measure
+from benchmarks.run import interleaved as rounds_interleaved  # this module's interleaved is the one-level form
 from benchmarks.sweeps import BATCH_ENV, InProcessServer, warm_up
 from tests.helpers import Server, build_mar
 
@@ -97,7 +97,7 @@ def warm_each(systems: Systems, seconds: float, concurrency: int) -> dict[str, l
 
 
 def interleaved(systems: Systems, repeats: int, concurrency: int, seconds: float) -> dict[str, Any]:
-    """grpc_floor.interleaved at one concurrency, each system measured with its own processes' CPU: per
+    """run.interleaved at one concurrency, each system measured with its own processes' CPU: per
     system the median round by req/s, with every round's req/s beside it."""
     def point(name: str, level: int) -> dict[str, Any]:
         run, procs = systems[name]

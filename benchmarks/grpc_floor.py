@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import RESULTS, Processes, build_workloads, measure, terminate  # noqa: E402
+from benchmarks.run import RESULTS, Processes, build_workloads, interleaved, measure, terminate  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -72,25 +72,6 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
                 return
         time.sleep(0.1)
     raise RuntimeError(f"front not listening on {port} after {timeout}s")
-
-
-def interleaved(levels: list[int], rounds: int, systems: list[str],
-                point: Callable[[str, int], dict[str, Any]]) -> dict[str, dict[int, Any]]:
-    """``point(system, level)`` for every level, in ``rounds`` rounds of every system in turn (a slow
-    moment of this shared VM then hits every system alike); per system and level, the median round by
-    req/s, with every round's req/s."""
-    results: dict[str, dict[int, Any]] = {s: {} for s in systems}
-    for level in levels:
-        points: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
-        for _ in range(rounds):
-            for system in systems:
-                points[system].append(point(system, level))
-        for system, runs in points.items():
-            median = sorted(runs, key=lambda p: p["rps"])[len(runs) // 2]
-            median["rounds_rps"] = [round(p["rps"], 1) for p in runs]
-            results[system][level] = median
-        print(f"  c={level}: " + ", ".join(f"{s} {results[s][level]['rps']:.0f}/s" for s in systems), flush=True)
-    return results
 
 
 def floor_report(base: str, results: dict[str, dict[int, Any]], seconds: float, rounds: int) -> dict[str, Any]:

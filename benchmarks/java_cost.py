@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
-from benchmarks.before_after import CONCURRENCY, DEFAULT_BEFORE, _model, instance, start_pair
-from benchmarks.run import Processes, measure
-from benchmarks.sweeps import BATCH_ENV, warm_up
+from benchmarks.before_after import CONCURRENCY, DEFAULT_BEFORE, _model, instance, start_pair, warm_each
+from benchmarks.run import Processes, interleaved, measure
+from benchmarks.sweeps import BATCH_ENV
 from tests.helpers import Server
 
 _JOB_LINE = b"Sending response for jobId"
@@ -70,22 +70,19 @@ def java_cost(work: Path, seconds: float, repeats: int, warmup_s: float,
             f"ours-before-v1 ({revision})": (lambda c, s: load.wrk(f"{before.url}/v1/models/mlp:predict", v1,
                                                                    "application/json", {}, c, s), before),
         }
-        settling: dict[str, list[float]] = {}
-        for name, (run, server) in systems.items():
-            settling.update(warm_up({name: run}, Processes(server), warmup_s, CONCURRENCY))
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
-        for _ in range(repeats):
-            for name, (run, server) in systems.items():
-                jobs, batches = _log_counts(server)
-                point = measure(lambda: run(CONCURRENCY, seconds), Processes(server))
-                jobs_after, batches_after = _log_counts(server)
-                point["requests_per_batch"] = round((jobs_after - jobs) / max(batches_after - batches, 1), 2)
-                rounds[name].append(point)
-        points: dict[str, Any] = {}
-        for name, results in rounds.items():
-            median = sorted(results, key=lambda p: p["rps"])[len(results) // 2]
-            median["rounds_rps"] = [round(p["rps"], 1) for p in results]
-            points[name] = median
+        settling = warm_each({name: (run, Processes(server)) for name, (run, server) in systems.items()},
+                             warmup_s, CONCURRENCY)
+
+        def counted(name: str, level: int) -> dict[str, Any]:
+            run, server = systems[name]
+            jobs, batches = _log_counts(server)
+            point = measure(lambda: run(level, seconds), Processes(server))
+            jobs_after, batches_after = _log_counts(server)
+            point["requests_per_batch"] = round((jobs_after - jobs) / max(batches_after - batches, 1), 2)
+            return point
+
+        points = {name: by_level[CONCURRENCY]
+                  for name, by_level in interleaved([CONCURRENCY], repeats, list(systems), counted).items()}
         for name, p in points.items():
             cpu = p["cpu_ms_per_request"]
             print(f"  {name:28s} {p['rps']:7.0f} req/s  java {cpu['java']:.3f}  workers {cpu['workers']:.3f}  "

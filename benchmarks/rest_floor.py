@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
 from benchmarks.cpu_profile import by_layer, spy  # noqa: E402
-from benchmarks.grpc_floor import floor_parser, floor_report, interleaved, wait_port, write_report  # noqa: E402
-from benchmarks.run import Processes, measure, terminate, w1_workload  # noqa: E402
+from benchmarks.grpc_floor import floor_parser, floor_report, wait_port, write_report  # noqa: E402
+from benchmarks.run import Processes, interleaved, measure, terminate, w1_workload  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 

@@ -34,7 +34,6 @@ import functools
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -133,6 +132,28 @@ def measure(call: Callable[[], dict[str, Any]], procs: Processes,
     requests = max(result["requests"], 1)
     result["cpu_ms_per_request"] = {k: round(1000 * (after[k] - before[k]) / requests, 3) for k in before}
     return result
+
+
+def interleaved(levels: list[int], rounds: int, systems: list[str],
+                point: Callable[[str, int], dict[str, Any]], label: str = "") -> dict[str, dict[int, Any]]:
+    """``point(system, level)`` for every level, in ``rounds`` rounds of every system in turn (a slow
+    moment of this shared VM then hits every system alike); per system and level, the median round by
+    req/s, with every round's req/s. Every benchmark's rounds go through here."""
+    results: dict[str, dict[int, Any]] = {s: {} for s in systems}
+    for level in levels:
+        points: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+        for _ in range(rounds):
+            for system in systems:
+                points[system].append(point(system, level))
+        for system, runs in points.items():
+            median = sorted(runs, key=lambda p: p["rps"])[len(runs) // 2]
+            median["rounds_rps"] = [round(p["rps"], 1) for p in runs]
+            results[system][level] = median
+        print(f"  {label + ' ' if label else ''}c={level}: " + ", ".join(
+            f"{s} {results[s][level]['rps']:.0f}/s"
+            + (f" ({results[s][level]['errors']} errors)" if results[s][level].get("errors") else "")
+            for s in systems), flush=True)
+    return results
 
 
 def settled(server: Server, model: str, body: bytes, ctype: str) -> Callable[[], None]:
@@ -284,19 +305,9 @@ def bench_server(name: str, workload: dict[str, Any], env: dict[str, str], level
         # Each point starts on TorchServe's empty queue, not behind its own warm-up's or the previous
         # system's leftovers (measure); before this, ours over gRPC measured W2 behind ts-rest's.
         queue = settled(server, model, workload["ts_body"], rest_targets["ts-rest"][2])
-        for level in levels:
-            # Systems interleaved, `repeats` rounds: a slow moment of this shared VM then
-            # hits every system alike, and the median round is reported.
-            rounds: dict[str, list[dict[str, Any]]] = {system: [] for system in calls}
-            for _ in range(repeats):
-                for system, call in calls.items():
-                    rounds[system].append(measure(lambda: call(level), procs, queue))
-            for system, points in rounds.items():
-                median = sorted(points, key=lambda p: p["rps"])[len(points) // 2]
-                median["rounds_rps"] = [round(p["rps"], 1) for p in points]
-                results["systems"].setdefault(system, {})[level] = median
-            print(f"  {name} c={level}: " + ", ".join(
-                f"{s} {results['systems'][s][level]['rps']:.0f}/s" for s in results["systems"]), flush=True)
+        results["systems"] = interleaved(levels, repeats, list(calls),
+                                         lambda system, level: measure(lambda: calls[system](level), procs, queue),
+                                         name)
         return results
     finally:
         server.stop()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
-from benchmarks.run import ROOT, Processes, idle, measure, settled, terminate
+from benchmarks.run import ROOT, Processes, idle, interleaved, measure, settled, terminate
 from kserve_torchserve.backend.ports import free_ports
 from tests.helpers import Server, build_mar
 
@@ -103,20 +103,9 @@ def warm_up(systems: dict[str, Callable[[int, float], dict[str, Any]]], procs: P
 def _points(systems: dict[str, Callable[[int, float], dict[str, Any]]], procs: Processes, levels: list[int],
             seconds: float, repeats: int, label: str,
             barrier: Callable[[], None] | None = None) -> dict[str, dict[int, Any]]:
-    out: dict[str, dict[int, Any]] = {}
-    for level in levels:
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
-        for _ in range(repeats):  # interleaved: a slow moment of the VM hits every system alike
-            for name, run in systems.items():
-                rounds[name].append(measure(lambda: run(level, seconds), procs, barrier))  # on an empty queue
-        for name, points in rounds.items():
-            median = sorted(points, key=lambda p: p["rps"])[len(points) // 2]
-            median["rounds_rps"] = [round(p["rps"], 1) for p in points]
-            out.setdefault(name, {})[level] = median
-        print(f"  {label} c={level}: " + ", ".join(
-            f"{n} {out[n][level]['rps']:.0f}/s" + (f" ({out[n][level]['errors']} errors)" if out[n][level]["errors"] else "")
-            for n in systems), flush=True)
-    return out
+    """run.interleaved over ``systems``, each point on an empty queue when ``barrier`` is given."""
+    return interleaved(levels, repeats, list(systems),
+                       lambda name, level: measure(lambda: systems[name](level, seconds), procs, barrier), label)
 
 
 def batching(workloads: dict[str, dict[str, Any]], work: Path, seconds: float, repeats: int,

@@ -123,8 +123,8 @@ def _numeric(name: str, datatype: str, data: Any) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         converted = array.astype(dtype)
     if converted.size and not np.isfinite(converted).all():  # the method: np.all's dispatch costs 2 us more
-        limit = float(np.finfo(dtype).max)
-        raise InvalidInput(f"input {_quoted(name)}: {datatype} values must be finite numbers within +/-{limit:.4g}")
+        raise InvalidInput(f"input {_quoted(name)}: {datatype} values must be finite numbers within "
+                           f"+/-{_FLOAT_MAX[datatype]:.4g}")
     return converted
 
 
