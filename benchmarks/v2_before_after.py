@@ -1,4 +1,4 @@
-"""Our v2 path (REST and gRPC) for an earlier revision and for the working tree, in one run, under load.
+"""Our v2 path (REST and gRPC; --apis adds v1 REST) for an earlier revision and the working tree, in one run, under load.
 
 front_cost.py times our Python work per request in-process; this says whether a change to the
 v2 path shows where it counts: throughput and CPU per request with TorchServe on the same
@@ -9,12 +9,15 @@ the package, first on its PYTHONPATH, the same venv). Systems, all at --concurre
   ours-before-v2-rest / -grpc   the revision's server
   ts-after-rest / -grpc         the working tree's TorchServe called directly
   ours-after-v2-rest / -grpc    the working tree's server
+(--apis v1-rest v2-rest v2-grpc picks which of our routes; each is compared with TorchServe's REST or
+gRPC, as its transport is.)
 The same warm-up for each (so both JVMs get the same; Java's CPU per request by 2-s window
 printed, to show it settled), then interleaved rounds, the median by req/s reported with each
 process's CPU per request; each "ours" as a ratio to its own TorchServe called directly.
 
   .venv/bin/python benchmarks/v2_before_after.py [--before REV] [--rounds 3] [--seconds 6] [--warmup 10]
-Writes benchmarks/results/<date>-v2-before-after.json and prints a table.
+      [--apis v2-rest v2-grpc] [--tag NAME]
+Writes benchmarks/results/<date>-v2-before-after[-NAME].json and prints a table.
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ from tests.helpers import Server  # noqa: E402
 DEFAULT_BEFORE = "e50eab9"  # main as the 2026-11-28 session began
 
 
-def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency: int) -> dict[str, Any]:
+APIS = ("v1-rest", "v2-rest", "v2-grpc")
+
+
+def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency: int,
+        apis: tuple[str, ...] = ("v2-rest", "v2-grpc")) -> dict[str, Any]:
     workload = w1_workload()
     model = workload["model"]
     servers: list[Server] = []
@@ -55,18 +62,20 @@ def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency
                 direct = Processes(server)
                 direct.groups["ours"] = []  # TorchServe called directly: our idle server is not in its path
                 calls = systems_for(server, workload, None)
-                for api in ("rest", "grpc"):
-                    systems[f"ts-{label}-{api}"] = (calls[f"ts-{api}"], direct)
-                    systems[f"ours-{label}-v2-{api}"] = (calls[f"ours-v2-{api}"], Processes(server))
+                for transport in sorted({api.rsplit("-", 1)[1] for api in apis}):
+                    systems[f"ts-{label}-{transport}"] = (calls[f"ts-{transport}"], direct)
+                for api in apis:
+                    systems[f"ours-{label}-{api}"] = (calls[f"ours-{api}"], Processes(server))
             settling = warm_each(systems, warmup_s, concurrency)
             points = interleaved(systems, rounds, concurrency, seconds)
         finally:
             for server in servers:
                 server.stop()
-    for name, point in points.items():  # ours-<label>-v2-<api> against ts-<label>-<api>
-        label, api = name.split("-")[1], name.rsplit("-", 1)[1]
-        point["vs_ts"] = round(point["rps"] / points[f"ts-{label}-{api}"]["rps"], 3)
-    return {"revision_before": revision, "workload": "W1 digits MLP, 64 floats, v2", "concurrency": concurrency,
+    for name, point in points.items():  # ours-<label>-<api> against ts-<label>-<its transport>
+        label, transport = name.split("-")[1], name.rsplit("-", 1)[1]
+        point["vs_ts"] = round(point["rps"] / points[f"ts-{label}-{transport}"]["rps"], 3)
+    return {"revision_before": revision, "workload": "W1 digits MLP, 64 floats", "apis": list(apis),
+            "concurrency": concurrency,
             "env": "batch 8 / 5 ms", "rounds": rounds, "seconds": seconds,
             "warmup_java_ms_per_request": settling, "systems": points}
 
@@ -78,14 +87,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--apis", nargs="+", choices=APIS, default=["v2-rest", "v2-grpc"])
+    parser.add_argument("--tag", default="", help="a suffix for the results file")
     args = parser.parse_args()
-    report = run(args.before, args.rounds, args.seconds, args.warmup, args.concurrency)
+    report = run(args.before, args.rounds, args.seconds, args.warmup, args.concurrency, tuple(args.apis))
     print(f"\nc={args.concurrency}, median of {args.rounds} interleaved rounds; CPU ms per request ours / Java / workers")
     for name, point in report["systems"].items():
         cpu = point["cpu_ms_per_request"]
         print(f"  {name:22s} {point['rps']:8.1f} req/s  {point['vs_ts']:.2f}x  "
               f"{cpu['ours']:.3f} / {cpu['java']:.3f} / {cpu['workers']:.3f}   rounds {point['rounds_rps']}")
-    out = RESULTS / f"{datetime.date.today()}-v2-before-after.json"
+    out = RESULTS / f"{datetime.date.today()}-v2-before-after{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
     return 0

@@ -46,6 +46,7 @@ from .serving.metrics import CountRequests, MetricsScraper
 from .serving.rest import (
     LeanRESTServer, TorchServeDataPlane, management_error_handler, per_request_logging, upstream_error_handler,
 )
+from .serving import hot_route
 from .serving.rest_fastpath import FastPath
 from .summary import summary
 
@@ -186,9 +187,11 @@ class Server:
         )
         rest.metrics = MetricsScraper(self.metrics_url)
         rest.routes = management.api.routes()
-        # The hot routes skip FastAPI (rest_fastpath.py); requests are counted whichever path answers.
-        rest.config.app = CountRequests(FastPath(kserve_app, dataplane, fast=settings.fast_path,
-                                                            max_body_bytes=self.max_request_bytes))
+        # The hot routes skip FastAPI (rest_fastpath.py) and, for a plain request, uvicorn's ASGI cycle too
+        # (hot_route.py); requests are counted whichever path answers.
+        fastpath = FastPath(kserve_app, dataplane, fast=settings.fast_path, max_body_bytes=self.max_request_bytes)
+        rest.config.app = CountRequests(fastpath)
+        hot_route.install(rest.config, fastpath)
         rest.on_signal(self._heard)
         self.rest = rest
         self.tasks["rest"] = asyncio.ensure_future(rest.start())

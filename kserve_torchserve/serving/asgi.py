@@ -71,9 +71,9 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return again
 
 
-async def send_json(send: Send, status: int, content: Any, headers: dict[str, str]) -> None:
-    body = orjson.dumps(content, option=_ORJSON_OPTIONS)
-    await send_bytes(send, status, body, {**headers, "content-type": "application/json"})
+def json_body(content: Any) -> bytes:
+    """``content`` as kserve's ORJSONResponse writes it."""
+    return orjson.dumps(content, option=_ORJSON_OPTIONS)
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:

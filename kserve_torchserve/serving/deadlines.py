@@ -166,6 +166,13 @@ class LingeringTransport:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
 
+    def write_now(self, data: bytes) -> None:
+        """``data`` in one piece, sent now: after what this turn already wrote, if anything."""
+        if self._pending:
+            self._pending.append(data)
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         if pending and not self._transport.is_closing():

@@ -38,11 +38,18 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from pydantic import ValidationError
 
 from . import errors, limits, logs, v2_json
-from .asgi import ASGIApp, Message, Receive, Scope, Send, plain_json, replay, route, send_bytes, send_json, unversioned
+from .asgi import ASGIApp, Message, Receive, Scope, Send, json_body, plain_json, replay, route, send_bytes, unversioned
 from .metrics import kserve_histograms
 
 logger = logging.getLogger(__name__)
 _trace = logging.getLogger("kserve.trace")  # kserve's own trace logger (kserve/logging.py)
+# (status, body, headers): an answer, whichever way it is sent (ASGI here, or hot_route.py).
+Answer = tuple[int, bytes, dict[str, str]]
+_JSON = b"application/json"
+_VERSIONS_IN_PATH = "/versions/"
+# Headers that take a request off the hot route: a body streamed or awaited (100-continue), another
+# decoding (CloudEvents, v2's binary extension: also plain_json's), or a protocol switch.
+_NOT_HOT = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"inference-header-content-length"})
 _EMPTY = {"v1": 'request body is empty: send a JSON object like {"instances": [...]}',
           "v2": 'request body is empty: send a JSON object like {"inputs": [...]}'}
 
@@ -88,22 +95,57 @@ class FastPath:
         if target is None or not plain_json(scope["headers"], required=target[0] == "v2"):
             await self._forward(scope, replay(body, receive), send)
             return
-        protocol, name = target
-        request: Any = body
-        if protocol == "v2":
-            document = v2_json.loads(body)  # once, for both
-            request = v2_json.common_request(document, name)  # without pydantic (v2_json.py)
-            if request is None:
-                try:
-                    request = v2_json.validated(body, document)
-                except ValidationError as exc:
-                    message = errors.validation_message(exc.errors(include_url=False, include_input=False), body)
-                    await self._refuse(scope, send, 400, message)
-                    return
+        status, answer, headers = await self.respond(target[0], target[1], body, scope)
+        await send_bytes(send, status, answer, headers)
+
+    def hot_route(self, method: str, path: str, query: bytes,
+                  headers: list[tuple[bytes, bytes]]) -> tuple[tuple[str, str], list[tuple[bytes, bytes]]] | None:
+        """(("v1" | "v2", model), the headers ``respond`` reads) when ``__call__`` would serve this request
+        head on the fast path with nothing to refuse, rewrite or stream: the HTTP protocol may then
+        answer it with ``respond`` itself (hot_route.py). Else None: the request takes the ASGI way."""
+        if not self.fast or method != "POST":
+            return None
+        target = route(path)
+        if target is None or b"model_version=" in query or _VERSIONS_IN_PATH in path:
+            return None  # a version in the path or the query: unversioned() rewrites it
+        length: int | None = None
+        declared = False
+        for name, value in headers:  # one pass for limits.content_type_refusal and plain_json's "yes"
+            if name == b"content-length":
+                if length is not None or not value.isdigit():
+                    return None
+                length = int(value)
+            elif name == b"content-type":
+                if value.split(b";", 1)[0].strip().lower() != _JSON:
+                    return None  # another type: refused (415) or kserve's decoding
+                declared = True
+            elif name in _NOT_HOT or name.startswith(b"ce-"):
+                return None
+        if not length or length > self.max_body_bytes:
+            return None  # none, chunked, empty or over the limit: refused or streamed the ASGI way
+        if target[0] == "v2" and not declared:
+            headers = [*headers, (b"content-type", _JSON)]  # limits.declared_json's rewrite, as __call__ makes it
+        return target, headers
+
+    async def respond(self, protocol: str, name: str, body: bytes, scope: Scope) -> Answer:
+        """The answer to a plain JSON ``body`` for model ``name``'s predict route: (status, body, headers);
+        every failure as the error answer kserve's app gives, logged once."""
         try:
-            await self._serve(protocol, name, request, scope, send)
+            request: Any = body
+            if protocol == "v2":
+                document = v2_json.loads(body)  # once, for both
+                request = v2_json.common_request(document, name)  # without pydantic (v2_json.py)
+                if request is None:
+                    try:
+                        request = v2_json.validated(body, document)
+                    except ValidationError as exc:
+                        message = errors.validation_message(exc.errors(include_url=False, include_input=False), body)
+                        logs.request_failed(400, errors.route_of(scope), errors.request_id_of(scope["headers"]),
+                                            message)
+                        return 400, errors.error_body(message), {"content-type": "application/json"}
+            return await self._serve(protocol, name, request, scope)
         except Exception as exc:
-            await self._error(exc, scope, send)
+            return self._error(exc, scope)
 
     def _refusal(self, scope: Scope, protocol: str | None) -> tuple[int, str] | None:
         declared = limits.declared_length(scope["headers"])
@@ -137,7 +179,7 @@ class FastPath:
             if not started:
                 raise
 
-    async def _serve(self, protocol: str, name: str, request: Any, scope: Scope, send: Send) -> None:
+    async def _serve(self, protocol: str, name: str, request: Any, scope: Scope) -> Answer:
         # Step for step what kserve's v1 predict / v2 infer endpoints do.
         if not await self.dataplane.model_ready(name, True):
             raise ModelNotReady(name)
@@ -147,7 +189,7 @@ class FastPath:
             # Ours: the body goes to TorchServe unparsed and the answer comes back ready to send.
             response_headers: dict[str, str] = {}
             answer = await self._timed(model, model.predict_v1_bytes(request, headers, response_headers), headers)
-            return await send_bytes(send, 200, answer, {**response_headers, "content-type": "application/json"})
+            return 200, answer, {**response_headers, "content-type": "application/json"}
         if protocol == "v1":
             decoded, attributes = self.dataplane.decode(body=request, headers=headers)
         else:  # decode returns an InferRequest (v2_json's) as it is
@@ -166,7 +208,7 @@ class FastPath:
         if rendered is not None:  # DataPlane.encode's work for a plain answer to a plain request
             response_headers.pop("content-length", None)
             response_headers.pop("content-type", None)
-            return await send_bytes(send, 200, rendered, {**response_headers, "content-type": "application/json"})
+            return 200, rendered, {**response_headers, "content-type": "application/json"}
         response, extra = self.dataplane.encode(
             model_name=name, response=response, headers=headers, req_attributes=attributes
         )
@@ -176,12 +218,12 @@ class FastPath:
             response_headers.pop("content-type", None)
         if isinstance(response, (bytes, str)):
             body = response.encode("utf-8") if isinstance(response, str) else response
-            return await send_bytes(send, 200, body, response_headers)
+            return 200, body, response_headers
         if protocol == "v2":
             # kserve returns InferenceResponse.model_validate(response), which FastAPI
             # serializes with jsonable_encoder: the same as this dump.
             response = InferenceResponse.model_validate(response).model_dump(mode="json", by_alias=True)
-        await send_json(send, 200, response, response_headers)
+        return 200, json_body(response), {**response_headers, "content-type": "application/json"}
 
     @staticmethod
     async def _timed(model: Any, answering: Any, headers: dict[str, str] | None = None) -> Any:
@@ -202,11 +244,8 @@ class FastPath:
                             (headers or {}).get("x-request-id", "N.A."), 1000 * took)
 
     @staticmethod
-    async def _error(exc: Exception, scope: Scope, send: Send) -> None:
+    def _error(exc: Exception, scope: Scope) -> Answer:
         """The answer kserve's app gives for ``exc`` (the same handler: errors.py), logged once."""
         response = errors.error_response(scope, exc)
-        await response(scope, _no_body, send)
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.raw_headers if k != b"content-length"}
+        return response.status_code, bytes(response.body), headers
