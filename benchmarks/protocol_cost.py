@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import json
 import random
 import statistics
 import sys
@@ -37,7 +35,7 @@ from uvicorn.config import Config  # noqa: E402
 from uvicorn.server import ServerState  # noqa: E402
 
 from benchmarks import front_cost, rest_fronts  # noqa: E402
-from benchmarks.run import RESULTS  # noqa: E402
+from benchmarks.grpc_floor import write_report  # noqa: E402
 from kserve_torchserve.serving import codec, hot_route  # noqa: E402
 from kserve_torchserve.serving.deadlines import timed_protocol  # noqa: E402
 from kserve_torchserve.serving.rest_fastpath import FastPath  # noqa: E402
@@ -149,15 +147,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    report = uvloop.run(measure(args.requests, args.rounds))
+    write_report(uvloop.run(measure(args.requests, args.rounds)), "protocol-cost", show)
+    return 0
+
+
+def show(report: dict[str, Any]) -> None:
     print("system          fastest us  median us  (CPU per v1 request, in-process, 64 floats)")
     for name, fastest in report["cpu_us_per_request"].items():
         print(f"  {name:14s} {fastest:9.1f}  {report['median_us_per_request'][name]:9.1f}")
-    out = RESULTS / f"{datetime.date.today()}-protocol-cost.json"
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

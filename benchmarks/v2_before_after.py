@@ -23,8 +23,6 @@ Writes benchmarks/results/<date>-v2-before-after[-NAME].json and prints a table.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.before_after import Systems, interleaved, start_pair, warm_each  # noqa: E402
-from benchmarks.run import RESULTS, Processes, w1_workload  # noqa: E402
+from benchmarks.grpc_floor import write_report  # noqa: E402
+from benchmarks.run import Processes, w1_workload  # noqa: E402
 from benchmarks.sweeps import systems_for  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -91,16 +90,17 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="a suffix for the results file")
     args = parser.parse_args()
     report = run(args.before, args.rounds, args.seconds, args.warmup, args.concurrency, tuple(args.apis))
-    print(f"\nc={args.concurrency}, median of {args.rounds} interleaved rounds; CPU ms per request ours / Java / workers")
+    write_report(report, "v2-before-after" + (f"-{args.tag}" if args.tag else ""), show)
+    return 0
+
+
+def show(report: dict[str, Any]) -> None:
+    print(f"\nc={report['concurrency']}, median of {report['rounds']} interleaved rounds; "
+          "CPU ms per request ours / Java / workers")
     for name, point in report["systems"].items():
         cpu = point["cpu_ms_per_request"]
         print(f"  {name:22s} {point['rps']:8.1f} req/s  {point['vs_ts']:.2f}x  "
               f"{cpu['ours']:.3f} / {cpu['java']:.3f} / {cpu['workers']:.3f}   rounds {point['rounds_rps']}")
-    out = RESULTS / f"{datetime.date.today()}-v2-before-after{'-' + args.tag if args.tag else ''}.json"
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
