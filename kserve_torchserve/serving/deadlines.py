@@ -166,12 +166,12 @@ class LingeringTransport:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
 
-    def write_now(self, data: bytes) -> None:
-        """``data`` in one piece, sent now: after what this turn already wrote, if anything."""
+    def write_now(self, *parts: bytes) -> None:
+        """``parts`` sent now, in one system call: after what this turn already wrote, if anything."""
         if self._pending:
-            self._pending.append(data)
+            self._pending.extend(parts)
         elif not self._transport.is_closing():
-            self._transport.write(data)
+            self._transport.writelines(parts)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -203,6 +203,8 @@ def timed_protocol() -> type[asyncio.Protocol]:
         from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
 
     class TimedProtocol(Base):  # type: ignore[valid-type,misc]
+        timed = True  # what hot_route.install checks: its transport is a LingeringTransport
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             lingering = LingeringTransport(transport, self.loop)
             super().connection_made(cast(asyncio.Transport, lingering))

@@ -18,23 +18,26 @@ headers and the body.
 
 Everything else stays uvicorn's: parsing, keep-alive and its timer, pipelined requests (one
 that arrives while a hot one is answered waits in uvicorn's queue, and is started when the hot
-answer completes), flow control, graceful shutdown (the answer's task is in the server's task
+answer completes), write-side flow control, graceful shutdown (the answer's task is in the server's task
 set, and a connection told to shut down gets ``connection: close``), and every other request.
-deadlines.py's timers see a hot request like any other (``HotCycle`` has what they read).
+deadlines.py's timers see a hot request like any other (``HotCycle`` has what they read). The
+one difference: an answer header uvicorn would refuse (a control character in a value) is a 500
+here, counted as one; uvicorn, having started the answer, closes the connection without one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
+from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 
 from .metrics import COUNTERS, RequestCounters
 from .rest_fastpath import FastPath
 
-logger = logging.getLogger(__name__)
+# Answer headers the hot route writes itself, from the answer as it is sent (uvicorn's send() reads them).
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 _INTERNAL_ERROR = (b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n\r\n"
                    b"Internal Server Error")  # what uvicorn answers when an app fails before answering
 
@@ -83,8 +86,9 @@ def hot_protocol(base: type[asyncio.Protocol], fastpath: FastPath,
         def _hot_cycle(self) -> HotCycle | None:
             previous = self.cycle
             if (previous is not None and not previous.response_complete) or self.access_log \
-                    or self.limit_concurrency is not None or self.root_path or self.parser.should_upgrade():
-                return None
+                    or self.limit_concurrency is not None or self.root_path or self.parser.should_upgrade() \
+                    or self.config.reset_contextvars or self.logger.isEnabledFor(TRACE_LOG_LEVEL):
+                return None  # uvicorn adds something per request (a log line, a context, a limit): its way
             http_version = self.parser.get_http_version()
             if http_version not in ("1.1", "1.0"):
                 return None
@@ -123,8 +127,8 @@ def hot_protocol(base: type[asyncio.Protocol], fastpath: FastPath,
 
         async def _answer(self, cycle: HotCycle) -> None:
             try:
-                status, body, headers = await fastpath.respond(cycle.protocol, cycle.name, bytes(cycle.body),
-                                                               cycle.scope)
+                request, cycle.body = bytes(cycle.body), bytearray()  # not held while the connection idles
+                status, body, headers = await fastpath.respond(cycle.protocol, cycle.name, request, cycle.scope)
                 if self.flow.write_paused and not cycle.disconnected:
                     await self.flow.drain()
                 head = self._head(status, headers, len(body), cycle)
@@ -132,7 +136,7 @@ def hot_protocol(base: type[asyncio.Protocol], fastpath: FastPath,
                 if cycle.disconnected:
                     return
                 cycle.response_started = True
-                self.transport.write_now(head + body)
+                self.transport.write_now(head, body)
             except BaseException as exc:  # respond() answers every error: this is a bug, answered as uvicorn does
                 counters.record(500)
                 self.logger.error("Exception in ASGI application\n", exc_info=exc)
@@ -141,6 +145,7 @@ def hot_protocol(base: type[asyncio.Protocol], fastpath: FastPath,
                     self.transport.write(STATUS_LINE[500] + self._defaults() + _INTERNAL_ERROR)
                 self.transport.close()
                 cycle.response_complete = True
+                self.on_response_complete()  # counted in uvicorn's total_requests, as its 500 is
                 return
             cycle.response_complete = True
             if not cycle.keep_alive:
@@ -159,7 +164,12 @@ def hot_protocol(base: type[asyncio.Protocol], fastpath: FastPath,
         def _head(self, status: int, headers: dict[str, str], length: int, cycle: HotCycle) -> bytes:
             lines = [STATUS_LINE[status], self._defaults()]
             for key, text in headers.items():
-                name, value = key.lower().encode("latin-1"), text.encode("latin-1")
+                lowered = key.lower()
+                if lowered in _FRAMING:  # the length is the body's; "connection: close" ends the connection
+                    if lowered == "connection" and "close" in (t.strip() for t in text.lower().split(",")):
+                        cycle.keep_alive = False
+                    continue
+                name, value = lowered.encode("latin-1"), text.encode("latin-1")
                 if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):  # uvicorn's checks
                     raise RuntimeError("Invalid HTTP header")
                 lines.append(name + b": " + value + b"\r\n")
@@ -174,6 +184,9 @@ def hot_protocol(base: type[asyncio.Protocol], fastpath: FastPath,
 
 def install(config: Any, fastpath: FastPath, counters: RequestCounters = COUNTERS) -> None:
     """uvicorn's ``config.http`` (a protocol class) with the hot routes, when the fast path is on."""
-    if fastpath.fast:
-        base: type[asyncio.Protocol] = config.http
-        config.http = hot_protocol(base, fastpath, counters)
+    if not fastpath.fast:
+        return
+    base = config.http
+    if not (isinstance(base, type) and issubclass(base, asyncio.Protocol) and getattr(base, "timed", False)):
+        raise TypeError("the hot route needs deadlines.timed_protocol()'s protocol as config.http")
+    config.http = hot_protocol(base, fastpath, counters)

@@ -220,9 +220,9 @@ class CountRequests:
 
         async def observe(message: Any) -> None:
             nonlocal status
+            await send(message)  # first: an answer the server refuses to send (a bad header) counts as a 500
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
 
         try:
             await self.app(scope, receive, observe)

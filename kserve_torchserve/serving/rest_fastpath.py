@@ -46,7 +46,6 @@ _trace = logging.getLogger("kserve.trace")  # kserve's own trace logger (kserve/
 # (status, body, headers): an answer, whichever way it is sent (ASGI here, or hot_route.py).
 Answer = tuple[int, bytes, dict[str, str]]
 _JSON = b"application/json"
-_VERSIONS_IN_PATH = "/versions/"
 # Headers that take a request off the hot route: a body streamed or awaited (100-continue), another
 # decoding (CloudEvents, v2's binary extension: also plain_json's), or a protocol switch.
 _NOT_HOT = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"inference-header-content-length"})
@@ -106,8 +105,8 @@ class FastPath:
         if not self.fast or method != "POST":
             return None
         target = route(path)
-        if target is None or b"model_version=" in query or _VERSIONS_IN_PATH in path:
-            return None  # a version in the path or the query: unversioned() rewrites it
+        if target is None or b"model_version=" in query:
+            return None  # a version in the query: unversioned() rewrites it (one in the path is not a route())
         length: int | None = None
         declared = False
         for name, value in headers:  # one pass for limits.content_type_refusal and plain_json's "yes"

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kserve_torchserve.backend.ports import free_ports
 from kserve_torchserve.serving import deadlines, hot_route
@@ -119,7 +120,7 @@ def comparable(answer: Answer, sent: Any) -> tuple[int, dict[str, str], Any]:
 
 def plain(path: str, raw: bytes, headers: dict[str, str]) -> bool:
     """The requests the hot route takes: non-empty and JSON (or undeclared) to a predict route."""
-    return bool(raw) and headers.get("content-type", "application/json").startswith("application/json")
+    return bool(raw) and headers.get("content-type", "application/json").split(";")[0] == "application/json"
 
 
 @pytest.mark.parametrize("path,body,headers", CASES)
@@ -270,6 +271,7 @@ async def test_a_bug_below_the_answer_is_500_as_uvicorn_gives_it(
     (answer,), closed = await exchange(pair.ports[0], request("/v1/models/m:predict", V1), closes=True)
     assert (answer[0], answer[2], closed) == (500, b"Internal Server Error", True)
     assert pair.hot_counts.by_class["5XX"] == 1
+    assert pair.servers[0].server_state.total_requests == 1  # as uvicorn counts its own 500 (limit_max_requests)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
 
@@ -283,13 +285,51 @@ async def test_an_answer_header_a_client_could_forge_is_refused(pair: Pair, monk
     assert answer[0] == 500 and "set-cookie" not in answer[1] and closed
 
 
-def test_it_is_installed_only_with_the_fast_path() -> None:
+def test_it_is_installed_only_with_the_fast_path_and_only_over_our_protocol() -> None:
     app, dataplane = _app()
     for fast in (True, False):
         config = uvicorn.Config(app, http=deadlines.timed_protocol())
         before = config.http
         hot_route.install(config, FastPath(app, dataplane, fast=fast))
         assert (config.http is not before) == fast
+    for other in ("auto", HttpToolsProtocol):  # no LingeringTransport to write through
+        with pytest.raises(TypeError, match="timed_protocol"):
+            hot_route.install(uvicorn.Config(app, http=other), FastPath(app, dataplane))
+
+
+async def test_an_idle_kept_alive_connection_does_not_hold_the_last_body(pair: Pair) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", pair.ports[0])
+    try:
+        writer.write(request("/v1/models/m:predict", b'{"instances": ["' + b"x" * 900 + b'"]}'))
+        assert (await read_answer(reader))[0] == 200
+        (protocol,) = pair.servers[0].server_state.connections
+        assert isinstance(protocol, HttpToolsProtocol)
+        cycle: Any = protocol.cycle  # uvicorn types it as its own cycle; here it is the hot route's
+        assert type(cycle) is hot_route.HotCycle and cycle.body == b""
+    finally:
+        writer.close()
+
+
+async def test_framing_headers_in_an_answer_are_the_protocols_own(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def framed(*args: Any) -> Any:  # headers uvicorn's send() would act on, not pass on
+        return 200, b"{}", {"content-length": "99", "transfer-encoding": "chunked", "connection": "keep-alive, close",
+                            "content-type": "application/json"}
+
+    monkeypatch.setattr(pair.fastpath, "respond", framed)
+    (answer,), closed = await exchange(pair.ports[0], request("/v1/models/m:predict", V1), closes=True)
+    assert answer[1]["content-length"] == "2" and "transfer-encoding" not in answer[1] and answer[2] == b"{}"
+    assert answer[1]["connection"] == "close" and closed
+
+
+@pytest.mark.parametrize("setting", ["reset_contextvars", "trace"])
+async def test_with_uvicorns_per_request_settings_every_request_goes_the_asgi_way(
+        pair: Pair, setting: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if setting == "reset_contextvars":
+        monkeypatch.setattr(pair.configs[0], "reset_contextvars", True)  # each request in a fresh context
+    else:
+        monkeypatch.setattr(logging.getLogger("uvicorn.error"), "isEnabledFor", lambda level: True)
+    (answer,), _ = await exchange(pair.ports[0], request("/v1/models/m:predict", V1))
+    assert answer[0] == 200 and (pair.hot_total(), pair.asgi_total()) == (0, 1)
 
 
 async def test_with_uvicorns_access_log_on_every_request_goes_the_asgi_way(monkeypatch: pytest.MonkeyPatch) -> None:

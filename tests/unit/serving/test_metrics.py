@@ -123,3 +123,16 @@ async def test_a_whole_scrape_reads_back_with_every_family_typed() -> None:
         await scraper.close()
     assert undeclared(text) == []
     assert [f.name for f in _families(text) if f.type in ("unknown", "untyped")] == []
+
+
+async def test_an_answer_the_server_refuses_to_send_counts_as_a_500() -> None:
+    counters = RequestCounters()
+
+    async def refusing(message: dict) -> None:  # type: ignore[type-arg]
+        if message["type"] == "http.response.start":
+            raise RuntimeError("Invalid HTTP header value.")  # what uvicorn's send raises for one
+
+    with pytest.raises(RuntimeError):
+        await CountRequests(_answer_by_path, counters)({"type": "http", "method": "POST",
+                                                        "path": "/v1/models/m:predict"}, None, refusing)
+    assert dict(counters.by_class) == {"5XX": 1}
