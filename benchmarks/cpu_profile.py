@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
 from benchmarks.run import RESULTS, Processes, cpu_times, measure, terminate, w1_workload  # noqa: E402
+from benchmarks.sweeps import BATCH_ENV  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
 def threads(pid: int) -> dict[str, float]:
@@ -183,7 +184,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
 
-    env = {"TS_BATCH_SIZE": str(args.batch), "TS_MAX_BATCH_DELAY": "5"} if args.batch > 1 else {}
+    env = {**BATCH_ENV, "TS_BATCH_SIZE": str(args.batch)} if args.batch > 1 else {}
     spied = "" if args.spy_on == "ours" else f"-{args.spy_on}"
     stem = f"{datetime.date.today().isoformat()}-profile-{args.api}{spied}"
     result: dict[str, Any] = {"api": args.api, "concurrency": args.concurrency, "batch": args.batch,

@@ -37,6 +37,7 @@ from benchmarks import load  # noqa: E402
 from benchmarks.cpu_profile import by_layer, spy  # noqa: E402
 from benchmarks.grpc_floor import floor_parser, floor_report, wait_port, write_report  # noqa: E402
 from benchmarks.run import Processes, interleaved, measure, terminate, w1_workload  # noqa: E402
+from benchmarks.sweeps import BATCH_ENV  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -48,7 +49,7 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, sample: b
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         server = Server(w1["storage"], work, model_name=w1["model"],
-                        env={"TS_BATCH_SIZE": "8", "TS_MAX_BATCH_DELAY": "5"})
+                        env=BATCH_ENV)  # with the queue the sweeps use: warm-ups leave jobs behind at c=64
         fronts: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
             server.wait_ready(timeout=300)
