@@ -76,6 +76,13 @@ def hot_protocol(base: type[asyncio.Protocol], fastpath: FastPath,
     defaults = b""
 
     class HotProtocol(base):  # type: ignore[valid-type,misc]
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            # What uvicorn adds per request (a log line, a context, a limit) keeps this connection's
+            # requests on its way; all of it is fixed for the connection's life (access_log: at creation).
+            self.hot = not (self.access_log or self.limit_concurrency is not None or self.root_path
+                            or self.config.reset_contextvars or self.logger.isEnabledFor(TRACE_LOG_LEVEL))
+
         def on_headers_complete(self) -> None:
             cycle = self._hot_cycle()
             if cycle is None:
@@ -85,10 +92,9 @@ def hot_protocol(base: type[asyncio.Protocol], fastpath: FastPath,
 
         def _hot_cycle(self) -> HotCycle | None:
             previous = self.cycle
-            if (previous is not None and not previous.response_complete) or self.access_log \
-                    or self.limit_concurrency is not None or self.root_path or self.parser.should_upgrade() \
-                    or self.config.reset_contextvars or self.logger.isEnabledFor(TRACE_LOG_LEVEL):
-                return None  # uvicorn adds something per request (a log line, a context, a limit): its way
+            if not self.hot or (previous is not None and not previous.response_complete) \
+                    or self.parser.should_upgrade():
+                return None
             http_version = self.parser.get_http_version()
             if http_version not in ("1.1", "1.0"):
                 return None

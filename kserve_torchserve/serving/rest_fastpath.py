@@ -22,6 +22,9 @@ and its body is read here, bounded, whichever path serves it.
 Versioned v2 routes (``/v2/models/{m}/versions/{v}/infer``, which kserve answers with
 "not supported") become the plain route with ``x-model-version: {v}``, on either path:
 the model picks the version (management/registry.py).
+
+``respond`` is the fast path's answer, whichever way it is sent: here, through ASGI, or by the
+HTTP protocol itself for a request ``hot_route`` accepts from its head (hot_route.py).
 """
 
 from __future__ import annotations
@@ -45,10 +48,8 @@ logger = logging.getLogger(__name__)
 _trace = logging.getLogger("kserve.trace")  # kserve's own trace logger (kserve/logging.py)
 # (status, body, headers): an answer, whichever way it is sent (ASGI here, or hot_route.py).
 Answer = tuple[int, bytes, dict[str, str]]
-_JSON = b"application/json"
-# Headers that take a request off the hot route: a body streamed or awaited (100-continue), another
-# decoding (CloudEvents, v2's binary extension: also plain_json's), or a protocol switch.
-_NOT_HOT = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"inference-header-content-length"})
+# Headers that take a request off the hot route: a body streamed or awaited (100-continue), or a protocol switch.
+_NOT_HOT = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 _EMPTY = {"v1": 'request body is empty: send a JSON object like {"instances": [...]}',
           "v2": 'request body is empty: send a JSON object like {"inputs": [...]}'}
 
@@ -107,23 +108,13 @@ class FastPath:
         target = route(path)
         if target is None or b"model_version=" in query:
             return None  # a version in the query: unversioned() rewrites it (one in the path is not a route())
-        length: int | None = None
-        declared = False
-        for name, value in headers:  # one pass for limits.content_type_refusal and plain_json's "yes"
-            if name == b"content-length":
-                if length is not None or not value.isdigit():
-                    return None
-                length = int(value)
-            elif name == b"content-type":
-                if value.split(b";", 1)[0].strip().lower() != _JSON:
-                    return None  # another type: refused (415) or kserve's decoding
-                declared = True
-            elif name in _NOT_HOT or name.startswith(b"ce-"):
-                return None
-        if not length or length > self.max_body_bytes:
-            return None  # none, chunked, empty or over the limit: refused or streamed the ASGI way
-        if target[0] == "v2" and not declared:
-            headers = [*headers, (b"content-type", _JSON)]  # limits.declared_json's rewrite, as __call__ makes it
+        length = limits.declared_length(headers)
+        if not length or length > self.max_body_bytes or any(name in _NOT_HOT for name, _ in headers):
+            return None  # none, chunked, empty, over the limit or awaited: refused or streamed the ASGI way
+        if target[0] == "v2":
+            headers = limits.declared_json({"headers": headers}, "v2")["headers"]  # as __call__ reads it
+        if not plain_json(headers, required=target[0] == "v2"):
+            return None  # another content type (415, or kserve's decoding), CloudEvents, v2's binary extension
         return target, headers
 
     async def respond(self, protocol: str, name: str, body: bytes, scope: Scope) -> Answer:
@@ -139,9 +130,7 @@ class FastPath:
                         request = v2_json.validated(body, document)
                     except ValidationError as exc:
                         message = errors.validation_message(exc.errors(include_url=False, include_input=False), body)
-                        logs.request_failed(400, errors.route_of(scope), errors.request_id_of(scope["headers"]),
-                                            message)
-                        return 400, errors.error_body(message), {"content-type": "application/json"}
+                        return self._refusal_answer(scope, 400, message)
             return await self._serve(protocol, name, request, scope)
         except Exception as exc:
             return self._error(exc, scope)
@@ -158,9 +147,14 @@ class FastPath:
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, status: int, message: str, close: bool = False) -> None:
+        status, body, headers = FastPath._refusal_answer(scope, status, message)
+        await send_bytes(send, status, body, {**headers, **({"connection": "close"} if close else {})})
+
+    @staticmethod
+    def _refusal_answer(scope: Scope, status: int, message: str) -> Answer:
+        """A client's mistake found here: ``{"error": message}`` with ``status``, logged once."""
         logs.request_failed(status, errors.route_of(scope), errors.request_id_of(scope["headers"]), message)
-        headers = {"content-type": "application/json", **({"connection": "close"} if close else {})}
-        await send_bytes(send, status, errors.error_body(message), headers)
+        return status, errors.error_body(message), {"content-type": "application/json"}
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         """kserve's app; an exception it already answered (Starlette re-raises after the handler) ends here,
