@@ -121,6 +121,81 @@ async def test_a_kept_alive_connection_waits_idle_but_its_next_head_is_timed(por
     writer.close()
 
 
+async def test_each_head_is_timed_from_its_own_first_byte(port: int) -> None:
+    """The connection's one timer, set for the first request's head, must not cut the second one short."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_head("/echo", 2) + b"ok")
+    assert (await reader.readuntil(b'{"size": 2}')).startswith(b"HTTP/1.1 200 ")
+    await asyncio.sleep(0.25)  # the first head's 0.4 s end before the second's
+    writer.write(b"POST /echo HT")
+    answer, took = await _until_closed(reader)
+    assert answer.startswith(b"HTTP/1.1 408 ") and 0.3 < took < 3
+    writer.close()
+
+
+class _Handle:
+    def __init__(self, loop: "_Clock", when: float, callback: Any) -> None:
+        self.loop, self.when, self.callback, self.cancelled = loop, when, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Clock:
+    """The loop RequestDeadlines uses: a clock moved by hand, and the timers it was asked for."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.timers: list[_Handle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any) -> _Handle:
+        self.timers.append(_Handle(self, when, callback))
+        return self.timers[-1]
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock, firing every live timer due by then, in order."""
+        end = self.now + seconds
+        while True:
+            due = sorted((t for t in self.timers if not t.cancelled and t.when <= end), key=lambda t: t.when)
+            if not due:
+                break
+            self.now = max(self.now, due[0].when)
+            due[0].cancelled = True  # fired
+            due[0].callback()
+        self.now = end
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.more_body, self.response_complete, self.response_started = False, False, False
+        self.scope = {"method": "POST", "path": "/x", "headers": []}
+
+
+def test_a_busy_kept_alive_connection_keeps_one_timer_and_a_stalled_head_is_still_cut(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deadlines, "HEADER_TIMEOUT_S", 10.0)
+    clock, transport = _Clock(), _Recorder()
+    transport.write = lambda data: transport.sends.append(data)  # type: ignore[attr-defined]
+    current: list[_Cycle | None] = [None]
+    timed = deadlines.RequestDeadlines(clock, transport, lambda: current[0])  # type: ignore[arg-type]
+    for _ in range(1500):  # 1500 requests, each head and body in one packet, 10 ms apart
+        timed.before(100)
+        cycle = _Cycle()
+        current[0] = cycle
+        timed.after(100)
+        cycle.response_complete = True
+        clock.advance(0.01)
+    assert len(clock.timers) <= 3  # one per 10 s of requests, not one per request
+    timed.before(10)  # the next head starts, and stalls: its 10 s end after the live timer's
+    clock.advance(9.9)
+    assert transport.sends == [] and not transport.closed
+    clock.advance(0.2)
+    assert transport.sends[0].startswith(b"HTTP/1.1 408 ") and transport.closed
+
+
 async def test_a_body_refused_unread_is_dropped_so_the_client_reads_its_answer(port: int) -> None:
     """urllib's way: the whole body first (Connection: close), then the answer; not a connection reset."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
