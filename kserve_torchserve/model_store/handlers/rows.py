@@ -16,7 +16,9 @@ line that names what is wrong and never echoes the input.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import sys
 from typing import Any, Callable
 
 try:  # in our venv always; plain json keeps the worker side working without it
@@ -50,12 +52,20 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot encode a {type(value).__name__} as JSON")
 
 
+def _b64decode(text: str) -> bytes:
+    """``base64.b64decode(text, validate=True)``, the same answers and errors, without its copy of ``text``
+    to bytes first (a 200 KB image: 0.57 -> 0.43 ms)."""
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(text, strict_mode=True)
+    return base64.b64decode(text, validate=True)  # pragma: no cover - strict_mode is 3.11's
+
+
 def image_bytes(text: str) -> bytes | None:
     """The image a base64 string encodes, or None when it is not one."""
     if len(text) < _MIN_IMAGE_B64 or not text.startswith(_IMAGE_B64_PREFIXES):
         return None
     try:
-        return base64.b64decode(text, validate=True)
+        return _b64decode(text)
     except ValueError:
         return None
 
@@ -68,7 +78,7 @@ def encode_value(value: Any) -> bytes:
         return image if image is not None else value.encode("utf-8")
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            return _b64decode(value["b64"])
         except ValueError:
             raise RowError('"b64" value is not valid base64: encode the bytes with standard base64') from None
     return to_json(value)

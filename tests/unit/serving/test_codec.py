@@ -209,3 +209,18 @@ def test_a_request_without_an_id_is_answered_with_a_fresh_uuid4_also_in_a_forked
     os.close(read_end)
     os.waitpid(pid, 0)
     assert not set(child) & {codec.response_id() for _ in range(10)}
+
+
+@pytest.mark.parametrize("text", ["aGVsbG8=", "aGVsbG8", "aGV sbG8=", "aGVsbG8=\n", "aGVsbG8===", "\u00e9AAA", "", "====",
+                                  base64.b64encode(bytes(range(256)) * 40).decode()])
+def test_base64_is_decoded_and_refused_exactly_as_the_stdlibs_strict_decoder(text: str) -> None:
+    """rows decodes base64 without b64decode's copy to bytes: same bytes, same error type and words."""
+    from kserve_torchserve.model_store.handlers import rows
+
+    def outcome(decode: object) -> object:
+        try:
+            return decode(text)  # type: ignore[operator]
+        except ValueError as exc:
+            return type(exc), str(exc)
+
+    assert outcome(rows._b64decode) == outcome(lambda t: base64.b64decode(t, validate=True))
