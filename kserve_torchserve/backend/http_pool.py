@@ -14,8 +14,8 @@ as it does for uvicorn). A connection that fails, times out, or whose request wa
 cancelled is closed, never reused; idle ones are kept up to ``max_idle``.
 
 Deadlines cost no timer per request: each connection has at most one, which, when it fires,
-sleeps again until the current request's deadline if that is later (a timer armed and
-cancelled per request was ~2 us of a request's ~65 us in ``benchmarks/protocol_cost.py``).
+sleeps again until the current request's deadline if that is later (arming and cancelling a
+uvloop timer costs ~2.2 us, on every call).
 """
 
 from __future__ import annotations
