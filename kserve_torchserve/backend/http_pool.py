@@ -13,9 +13,7 @@ connection, responses with Content-Length or chunked bodies (httptools parses bo
 as it does for uvicorn). A connection that fails, times out, or whose request was
 cancelled is closed, never reused; idle ones are kept up to ``max_idle``.
 
-Deadlines cost no timer per request: each connection has at most one, which, when it fires,
-sleeps again until the current request's deadline if that is later (arming and cancelling a
-uvloop timer costs ~2.2 us, on every call).
+Response timeouts cost no timer per request: each connection has one ``timers.Deadline``.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ from typing import Mapping
 
 import httptools
 
-
-_EARLY_S = 0.001  # how early a timer may fire (the loop's clock resolution)
+from .timers import Deadline
 
 
 class TransportError(Exception):
@@ -46,9 +43,7 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.closed = False
         self._timeout_s = 0.0  # the request in flight's time to answer
-        self._due = 0.0  # and its deadline, in the loop's time
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._deadline = Deadline(asyncio.get_running_loop(), self._timed_out)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,33 +79,22 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         if self.transport is not None:
             self.transport.close()
 
     def send(self, data: bytes, timeout_s: float) -> asyncio.Future[tuple[int, bytes]]:
         """The answer to ``data``: ResponseTimeout unless whole within ``timeout_s``."""
         assert self.transport is not None and self.waiter is None
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        self._timeout_s, self._due = timeout_s, loop.time() + timeout_s
-        if self._timer is None or self._due < self._timer_at:  # else the timer fires first and sleeps again
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer, self._timer_at = loop.call_at(self._due, self._deadline), self._due
+        self.waiter = asyncio.get_running_loop().create_future()
+        self._timeout_s = timeout_s
+        self._deadline.set(timeout_s)
         self.transport.write(data)
         return self.waiter
 
-    def _deadline(self) -> None:
-        self._timer = None
+    def _timed_out(self) -> None:
         if self.waiter is None or self.closed:
-            return  # idle: the next request arms a timer
-        loop = asyncio.get_running_loop()
-        if self._due - loop.time() > _EARLY_S:  # a later request's deadline
-            self._timer, self._timer_at = loop.call_at(self._due, self._deadline), self._due
-            return
+            return  # idle since: the answer came in time
         self._fail(ResponseTimeout(f"TorchServe did not answer within {self._timeout_s:.0f}s"))
 
 

@@ -7,10 +7,9 @@ connection and a task forever. ``RequestDeadlines`` gives every request head
 ``HEADER_TIMEOUT_S`` from its first byte (from the connection's start for the first request)
 and every body ``BODY_TIMEOUT_S`` plus one second per ``BODY_MIN_RATE`` bytes received, the
 scheme of Apache's mod_reqtimeout; a client past it gets 408 and is disconnected. The timers
-run on the event loop: other clients are served meanwhile. A connection has at most one timer,
-not one per request: a wait that ends later than the timer leaves it be, and the timer, when it
-fires, sleeps again until the current wait ends (arming and cancelling a uvloop timer costs ~2.2 us;
-per request, in benchmarks/protocol_cost.py's hot system: 64.0 -> 62.6 us).
+run on the event loop: other clients are served meanwhile. A connection has one
+``backend.timers.Deadline``, not a timer per request (benchmarks/protocol_cost.py's hot system:
+64.0 -> 62.6 us per request).
 
 A request answered before its body was read (413: too large) would lose its answer to a
 connection reset when the client sends its whole body before reading (urllib, requests):
@@ -26,6 +25,7 @@ import asyncio
 import time
 from typing import Any, Callable, cast
 
+from ..backend.timers import Deadline
 from . import logs
 from .errors import error_body, request_id_of
 
@@ -36,7 +36,6 @@ HEADER_TIMEOUT_S = 10.0
 # any link an inference client uses, and a 6.5 MB body (TorchServe's default limit) gets 110 s.
 BODY_TIMEOUT_S = 10.0
 BODY_MIN_RATE = 64 * 1024  # bytes per second
-_EARLY_S = 0.001  # how early a timer may fire (the loop's clock resolution)
 
 
 class RequestDeadlines:
@@ -49,7 +48,6 @@ class RequestDeadlines:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport,
                  current: Callable[[], Any]) -> None:
-        self._loop = loop
         self._transport = transport
         self._current = current
         self._cycle: Any = None  # the request whose head we saw complete
@@ -57,17 +55,15 @@ class RequestDeadlines:
         self._head_bytes = 0
         self._body_since = 0.0
         self._body_bytes = 0
-        self._due = 0.0  # when the current wait ends, in the loop's time
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._wait(HEADER_TIMEOUT_S)  # a connection that never sends is closed too
+        self._deadline = Deadline(loop, self._late)
+        self._deadline.set(HEADER_TIMEOUT_S)  # a connection that never sends is closed too
 
     def before(self, size: int) -> None:
         if self._waiting is None:
             cycle = self._current()
             if cycle is None or cycle.response_complete:  # the first bytes of the next request (kept alive)
                 self._waiting, self._head_bytes = "head", 0
-                self._wait(HEADER_TIMEOUT_S)
+                self._deadline.set(HEADER_TIMEOUT_S)
         if self._waiting == "head":
             self._head_bytes += size
 
@@ -77,7 +73,7 @@ class RequestDeadlines:
             self._cycle, self._waiting = cycle, None
             if cycle.more_body:
                 self._waiting, self._body_since, self._body_bytes = "body", time.monotonic(), 0
-                self._wait(BODY_TIMEOUT_S)
+                self._deadline.set(BODY_TIMEOUT_S)
         elif self._waiting == "body" and cycle is self._cycle:
             self._body_bytes += size
             if not cycle.more_body:
@@ -85,29 +81,14 @@ class RequestDeadlines:
 
     def stop(self) -> None:
         self._waiting = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
 
-    def _wait(self, delay_s: float) -> None:
-        """The current wait ends ``delay_s`` from now: the timer is moved only if it would fire too late."""
-        self._due = self._loop.time() + delay_s
-        if self._timer is None or self._due < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer, self._timer_at = self._loop.call_at(self._due, self._fire), self._due
-
-    def _fire(self) -> None:
-        self._timer = None
-        if self._waiting is None:
-            return  # between requests (uvicorn's keep-alive timer governs idling): the next one arms a timer
-        if self._due - self._loop.time() > _EARLY_S:  # the wait moved on since the timer was set
-            self._timer, self._timer_at = self._loop.call_at(self._due, self._fire), self._due
-            return
+    def _late(self) -> None:
         if self._waiting == "head":
             self._head_late()
-        else:
+        elif self._waiting == "body":
             self._body_late()
+        # else between requests: uvicorn's keep-alive timer governs idling
 
     def _head_late(self) -> None:
         self._waiting = None
@@ -131,7 +112,7 @@ class RequestDeadlines:
         if cycle.response_complete:  # answered before its body was read (413): the rest is dropped, for a while
             lingered = self.linger_s()
             if lingered > 0:
-                self._wait(lingered)
+                self._deadline.set(lingered)
             else:
                 self._waiting = None
                 self._transport.close()
@@ -139,7 +120,7 @@ class RequestDeadlines:
         allowed = self._body_since + BODY_TIMEOUT_S + self._body_bytes / BODY_MIN_RATE
         remaining = allowed - time.monotonic()
         if remaining > 0:  # it kept up the minimum rate so far
-            self._wait(remaining)
+            self._deadline.set(remaining)
             return
         self._waiting = None
         self._cut(cycle, f"request body not received in time (at least {BODY_MIN_RATE // 1024} KiB/s after "
