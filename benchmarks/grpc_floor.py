@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import RESULTS, Processes, build_workloads, interleaved, measure, terminate  # noqa: E402
+from benchmarks.run import RESULTS, Processes, build_workloads, cpu_model, interleaved, measure, terminate  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -79,7 +79,7 @@ def floor_report(base: str, results: dict[str, dict[int, Any]], seconds: float, 
     ratios = {system: {level: round(point["rps"] / results[base][level]["rps"], 3) for level, point in points.items()}
               for system, points in results.items() if system != base}
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpus": os.cpu_count(), "seconds_per_point": seconds, "rounds": rounds, "systems": results,
+            "cpus": os.cpu_count(), "cpu_model": cpu_model(), "seconds_per_point": seconds, "rounds": rounds, "systems": results,
             f"ratios_vs_{base.replace('-', '_')}": ratios}
 
 

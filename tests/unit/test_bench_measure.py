@@ -8,10 +8,12 @@ at c=64 read 7-11 req/s for every system). Figures are never asserted, only what
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
 from typing import Any
 
 from benchmarks import load
-from benchmarks.run import measure
+from benchmarks.run import cpu_model, measure
 
 
 class _Clock:
@@ -85,3 +87,17 @@ def test_rounds_interleave_the_systems_and_keep_each_ones_median_round() -> None
     assert calls == [("a", 1), ("b", 1)] * 3 + [("a", 4), ("b", 4)] * 3
     assert results["a"][1]["rps"] == 20.0 and results["a"][1]["rounds_rps"] == [30.0, 10.0, 20.0]
     assert results["b"][4]["rps"] == 6.0 and results["b"][4]["rounds_rps"] == [5.0, 7.0, 6.0]
+
+
+def test_results_name_the_processor_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC 7B13"
+
+
+def test_without_a_model_name_the_processor_is_still_named(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")  # an arm64 host's
+    for path in (cpuinfo, tmp_path / "missing"):
+        assert cpu_model(path) == (platform.processor() or platform.machine() or "unknown")
