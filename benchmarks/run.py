@@ -35,6 +35,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,18 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+ALL_PARTS = frozenset({"sweep", "batching", "sizes", "many", "before_after", "java_cost"})
+
+
+def results_stem(day: datetime.date, parts: set[str], tag: str = "") -> str:
+    """The results files' name: the date, the parts when not all ran, and ``tag`` when given
+    (letters, digits, ``.``, ``_`` and ``-`` only: it names a file in results/, never a path)."""
+    if tag and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", tag):
+        raise ValueError("--tag takes letters, digits, '.', '_' and '-', starting with a letter or digit")
+    stem = day.isoformat() + ("" if parts >= ALL_PARTS else "-" + "-".join(sorted(parts)))
+    return stem + (f"-{tag}" if tag else "")
 
 
 def cpu_times(stat: Path) -> tuple[float, float]:
@@ -359,10 +372,16 @@ def main() -> int:
                         "before_after (issue 14's workload: an earlier revision vs the working tree), "
                         "java_cost (what TorchServe's Java and workers spend per request, and why)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of warm-up per system (part two)")
+    parser.add_argument("--tag", default="", help="a suffix for the results files, so that a second run on the "
+                        "same day does not overwrite the first")
     parser.add_argument("--before", default=None,
                         help="git revision whose server the before_after part compares with the working tree's")
     args = parser.parse_args()
     parts = set(args.only.split(","))
+    try:  # a bad tag is refused now, not after an hour of measuring
+        results_stem(datetime.date.today(), parts, args.tag)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.plot_only:
         plot(json.loads(args.plot_only.read_text()), args.plot_only.with_suffix(".png"))
         return 0
@@ -423,8 +442,7 @@ def main() -> int:
         report["batching_gain_w1_c32"] = {s: round(w1b[s][32]["rps"] / w1[s][32]["rps"], 3)
                                           for s in w1 if 32 in w1b.get(s, {})}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.date.today().isoformat() + ("" if parts >= {"sweep", "batching", "sizes", "many", "before_after", "java_cost"}
-                                                 else "-" + "-".join(sorted(parts)))
+    stamp = results_stem(datetime.date.today(), parts, args.tag)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
     if "sweep" in parts:
         plot(report, RESULTS / f"{stamp}.png")

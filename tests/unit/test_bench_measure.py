@@ -8,12 +8,15 @@ at c=64 read 7-11 req/s for every system). Figures are never asserted, only what
 
 from __future__ import annotations
 
+import datetime
 import platform
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks import load
-from benchmarks.run import cpu_model, measure
+from benchmarks.run import ALL_PARTS, cpu_model, measure, results_stem
 
 
 class _Clock:
@@ -101,3 +104,13 @@ def test_without_a_model_name_the_processor_is_still_named(tmp_path: Path) -> No
     cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")  # an arm64 host's
     for path in (cpuinfo, tmp_path / "missing"):
         assert cpu_model(path) == (platform.processor() or platform.machine() or "unknown")
+
+
+def test_results_are_named_by_date_parts_and_tag_so_a_second_run_does_not_overwrite_the_first() -> None:
+    day = datetime.date(2026, 11, 28)
+    assert results_stem(day, set(ALL_PARTS)) == "2026-11-28"
+    assert results_stem(day, {"sweep"}) == "2026-11-28-sweep"
+    assert results_stem(day, {"sizes", "batching"}, "ninth-pass") == "2026-11-28-batching-sizes-ninth-pass"
+    for bad in ("../x", "a/b", "-x", "a b"):
+        with pytest.raises(ValueError):
+            results_stem(day, {"sweep"}, bad)
