@@ -69,7 +69,7 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-ALL_PARTS = frozenset({"sweep", "batching", "sizes", "many", "before_after", "java_cost"})
+ALL_PARTS = ("sweep", "batching", "sizes", "many", "before_after", "java_cost")  # --only's default, in run order
 
 
 def results_stem(day: datetime.date, parts: set[str], tag: str = "") -> str:
@@ -77,7 +77,7 @@ def results_stem(day: datetime.date, parts: set[str], tag: str = "") -> str:
     (letters, digits, ``.``, ``_`` and ``-`` only: it names a file in results/, never a path)."""
     if tag and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", tag):
         raise ValueError("--tag takes letters, digits, '.', '_' and '-', starting with a letter or digit")
-    stem = day.isoformat() + ("" if parts >= ALL_PARTS else "-" + "-".join(sorted(parts)))
+    stem = day.isoformat() + ("" if parts >= set(ALL_PARTS) else "-" + "-".join(sorted(parts)))
     return stem + (f"-{tag}" if tag else "")
 
 
@@ -367,7 +367,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer levels and shorter points (a smoke run)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--plot-only", type=Path, help="redraw the plot of a results JSON and exit")
-    parser.add_argument("--only", default="sweep,batching,sizes,many,before_after,java_cost",
+    parser.add_argument("--only", default=",".join(ALL_PARTS),
                         help="comma-separated parts: sweep (the concurrency sweep), batching, sizes, many, "
                         "before_after (issue 14's workload: an earlier revision vs the working tree), "
                         "java_cost (what TorchServe's Java and workers spend per request, and why)")
@@ -378,8 +378,8 @@ def main() -> int:
                         help="git revision whose server the before_after part compares with the working tree's")
     args = parser.parse_args()
     parts = set(args.only.split(","))
-    try:  # a bad tag is refused now, not after an hour of measuring
-        results_stem(datetime.date.today(), parts, args.tag)
+    try:  # named now, by the day the run starts: a bad tag is refused before an hour of measuring
+        stamp = results_stem(datetime.date.today(), parts, args.tag)
     except ValueError as exc:
         parser.error(str(exc))
     if args.plot_only:
@@ -442,7 +442,6 @@ def main() -> int:
         report["batching_gain_w1_c32"] = {s: round(w1b[s][32]["rps"] / w1[s][32]["rps"], 3)
                                           for s in w1 if 32 in w1b.get(s, {})}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = results_stem(datetime.date.today(), parts, args.tag)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
     if "sweep" in parts:
         plot(report, RESULTS / f"{stamp}.png")
