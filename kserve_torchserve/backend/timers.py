@@ -18,19 +18,18 @@ _EARLY_S = 0.001  # how early a timer may fire (the loop's clock resolution)
 class Deadline:
     """Calls ``expired()`` once the time last ``set`` is up; the caller decides there whether anything waited."""
 
-    __slots__ = ("_loop", "_expired", "_due", "_timer", "_timer_at")
+    __slots__ = ("_loop", "_expired", "_due", "_timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, expired: Callable[[], None]) -> None:
         self._loop = loop
         self._expired = expired
         self._due = 0.0  # in the loop's time
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
 
     def set(self, delay_s: float) -> None:
         """The deadline is ``delay_s`` from now: the timer is moved only if it would fire too late."""
         self._due = self._loop.time() + delay_s
-        if self._timer is None or self._due < self._timer_at:
+        if self._timer is None or self._due < self._timer.when():
             if self._timer is not None:
                 self._timer.cancel()
             self._arm()
@@ -41,7 +40,7 @@ class Deadline:
             self._timer = None
 
     def _arm(self) -> None:
-        self._timer, self._timer_at = self._loop.call_at(self._due, self._fire), self._due
+        self._timer = self._loop.call_at(self._due, self._fire)
 
     def _fire(self) -> None:
         self._timer = None

@@ -135,7 +135,10 @@ async def test_each_head_is_timed_from_its_own_first_byte(port: int) -> None:
 
 class _Handle:
     def __init__(self, loop: "_Clock", when: float, callback: Any) -> None:
-        self.loop, self.when, self.callback, self.cancelled = loop, when, callback, False
+        self.loop, self.at, self.callback, self.cancelled = loop, when, callback, False
+
+    def when(self) -> float:  # asyncio's and uvloop's TimerHandle.when()
+        return self.at
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -159,10 +162,10 @@ class _Clock:
         """Move the clock, firing every live timer due by then, in order."""
         end = self.now + seconds
         while True:
-            due = sorted((t for t in self.timers if not t.cancelled and t.when <= end), key=lambda t: t.when)
+            due = sorted((t for t in self.timers if not t.cancelled and t.at <= end), key=lambda t: t.at)
             if not due:
                 break
-            self.now = max(self.now, due[0].when)
+            self.now = max(self.now, due[0].at)
             due[0].cancelled = True  # fired
             due[0].callback()
         self.now = end
