@@ -25,6 +25,8 @@ _VERSIONS = "/versions/"
 _VERSION_HEADER = VERSION_HEADER.encode("latin-1")
 _JSON = b"application/json"
 _BINARY_EXTENSION = b"inference-header-content-length"
+# Headers of a body streamed or awaited (100-continue), or a protocol switch: never the hot route.
+_NOT_WHOLE = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 # What ORJSONResponse (kserve's default response class) passes to orjson.
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -55,6 +57,26 @@ def plain_json(headers: list[tuple[bytes, bytes]], required: bool = False) -> bo
         elif name.startswith(b"ce-") or name == _BINARY_EXTENSION:
             return False
     return declared or not required
+
+
+def hot_head(headers: list[tuple[bytes, bytes]]) -> tuple[int, bool] | None:
+    """(Content-Length, whether a content type is declared) when a body is sent whole with a declared
+    length (no Transfer-Encoding, Expect or Upgrade) and ``plain_json`` would take it (if declared),
+    else None: what limits.declared_length, ``plain_json`` and the streaming checks read, in one pass
+    (the hot route reads every request head; three passes cost it a microsecond more)."""
+    length: int | None = None
+    declared = False
+    for name, value in headers:
+        if name == b"content-length":
+            if length is None:  # the first, as limits.declared_length reads it
+                length = int(value) if value.strip().isdigit() else 0
+        elif name == b"content-type":
+            if value.split(b";", 1)[0].strip().lower() != _JSON:
+                return None
+            declared = True
+        elif name in _NOT_WHOLE or name.startswith(b"ce-") or name == _BINARY_EXTENSION:
+            return None
+    return (length, declared) if length else None
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

@@ -41,15 +41,14 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from pydantic import ValidationError
 
 from . import errors, limits, logs, v2_json
-from .asgi import ASGIApp, Message, Receive, Scope, Send, json_body, plain_json, replay, route, send_bytes, unversioned
+from .asgi import (ASGIApp, Message, Receive, Scope, Send, hot_head, json_body, plain_json, replay, route, send_bytes,
+                   unversioned)
 from .metrics import kserve_histograms
 
 logger = logging.getLogger(__name__)
 _trace = logging.getLogger("kserve.trace")  # kserve's own trace logger (kserve/logging.py)
 # (status, body, headers): an answer, whichever way it is sent (ASGI here, or hot_route.py).
 Answer = tuple[int, bytes, dict[str, str]]
-# Headers that take a request off the hot route: a body streamed or awaited (100-continue), or a protocol switch.
-_NOT_HOT = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 _EMPTY = {"v1": 'request body is empty: send a JSON object like {"instances": [...]}',
           "v2": 'request body is empty: send a JSON object like {"inputs": [...]}'}
 
@@ -108,13 +107,13 @@ class FastPath:
         target = route(path)
         if target is None or b"model_version=" in query:
             return None  # a version in the query: unversioned() rewrites it (one in the path is not a route())
-        length = limits.declared_length(headers)
-        if not length or length > self.max_body_bytes or any(name in _NOT_HOT for name, _ in headers):
-            return None  # none, chunked, empty, over the limit or awaited: refused or streamed the ASGI way
-        if target[0] == "v2":
+        head = hot_head(headers)
+        # None: no length, chunked, empty or awaited; another content type (415, or kserve's decoding),
+        # CloudEvents, v2's binary extension: refused, streamed or decoded the ASGI way.
+        if head is None or head[0] > self.max_body_bytes:
+            return None
+        if target[0] == "v2" and not head[1]:
             headers = limits.declared_json({"headers": headers}, "v2")["headers"]  # as __call__ reads it
-        if not plain_json(headers, required=target[0] == "v2"):
-            return None  # another content type (415, or kserve's decoding), CloudEvents, v2's binary extension
         return target, headers
 
     async def respond(self, protocol: str, name: str, body: bytes, scope: Scope) -> Answer:

@@ -51,6 +51,23 @@ async def port(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
         await serving
 
 
+@pytest.fixture
+async def idling(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[uvicorn.Server]:
+    """A server whose kept-alive connections may idle 1 s, and whose heads have 5 s."""
+    monkeypatch.setattr(deadlines, "HEADER_TIMEOUT_S", 5.0)
+    (free,) = free_ports(1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free, http=deadlines.timed_protocol(),
+                                           lifespan="off", log_config=None, timeout_keep_alive=1))
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await serving
+
+
 def _head(path: str, length: int, close: bool = False) -> bytes:
     return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n"
             + ("Connection: close\r\n" if close else "") + "\r\n").encode()
@@ -121,6 +138,30 @@ async def test_a_kept_alive_connection_waits_idle_but_its_next_head_is_timed(por
     writer.close()
 
 
+async def test_an_idle_kept_alive_connection_is_closed_after_timeout_keep_alive(idling: uvicorn.Server) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", idling.config.port)
+    writer.write(_head("/echo", 2) + b"ok")
+    assert (await reader.readuntil(b'{"size": 2}')).startswith(b"HTTP/1.1 200 ")
+    # The connection's deadline times the idling: uvicorn's own per-request timer is never armed.
+    assert [getattr(p, "timeout_keep_alive_task") for p in idling.server_state.connections] == [None]
+    answer, took = await _until_closed(reader)
+    assert answer == b"" and 0.9 < took < 4  # closed quietly at 1 s, long before the head's 5 s
+    writer.close()
+
+
+async def test_a_connection_in_use_outlives_its_keep_alive(idling: uvicorn.Server) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", idling.config.port)
+    for _ in range(4):  # 2.4 s of requests 0.6 s apart, on a 1-s keep-alive
+        writer.write(_head("/echo", 2) + b"ok")
+        assert (await reader.readuntil(b'{"size": 2}')).startswith(b"HTTP/1.1 200 ")
+        await asyncio.sleep(0.6)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n")  # a head, and a pause
+    await asyncio.sleep(1.5)  # past the keep-alive: a request under way is timed as a request, not as idling
+    writer.write(b"ok")
+    assert (await reader.readuntil(b'{"size": 2}')).startswith(b"HTTP/1.1 200 ")
+    writer.close()
+
+
 async def test_each_head_is_timed_from_its_own_first_byte(port: int) -> None:
     """The connection's one timer, set for the first request's head, must not cut the second one short."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -183,15 +224,16 @@ def test_a_busy_kept_alive_connection_keeps_one_timer_and_a_stalled_head_is_stil
     clock, transport = _Clock(), _Recorder()
     transport.write = lambda data: transport.sends.append(data)  # type: ignore[attr-defined]
     current: list[_Cycle | None] = [None]
-    timed = deadlines.RequestDeadlines(clock, transport, lambda: current[0])  # type: ignore[arg-type]
-    for _ in range(1500):  # 1500 requests, each head and body in one packet, 10 ms apart
+    timed = deadlines.RequestDeadlines(clock, transport, lambda: current[0], 5.0)  # type: ignore[arg-type]
+    for _ in range(1500):  # 1500 requests, each head and body in one packet, 10 ms apart, each answer kept alive
         timed.before(100)
         cycle = _Cycle()
         current[0] = cycle
         timed.after(100)
         cycle.response_complete = True
+        timed.idle()
         clock.advance(0.01)
-    assert len(clock.timers) <= 3  # one per 10 s of requests, not one per request
+    assert len(clock.timers) <= 8  # a few per 10 s of requests, not one per request
     timed.before(10)  # the next head starts, and stalls: its 10 s end after the live timer's
     clock.advance(9.9)
     assert transport.sends == [] and not transport.closed

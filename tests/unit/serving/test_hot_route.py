@@ -285,6 +285,24 @@ async def test_an_answer_header_a_client_could_forge_is_refused(pair: Pair, monk
     assert answer[0] == 500 and "set-cookie" not in answer[1] and closed
 
 
+async def test_answer_headers_are_checked_once_each_and_every_one_past_the_cache_still_is(
+        pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hot_route, "_LINES", {})
+    monkeypatch.setattr(hot_route, "_LINES_MAX", 2)
+    versions = iter(["1", "2", "1", "3", "4\r\nset-cookie: a=b"])
+
+    async def versioned(*args: Any) -> Any:
+        return 200, b"{}", {"x-model-version": next(versions)}
+
+    monkeypatch.setattr(pair.fastpath, "respond", versioned)
+    answers = [(await exchange(pair.ports[0], request("/v1/models/m:predict", V1)))[0][0] for _ in range(4)]
+    assert [(a[0], a[1]["x-model-version"]) for a in answers] == [(200, "1"), (200, "2"), (200, "1"), (200, "3")]
+    assert hot_route._LINES == {("x-model-version", "1"): b"x-model-version: 1\r\n",
+                                ("x-model-version", "2"): b"x-model-version: 2\r\n"}  # "3": the cache was full
+    (answer,), closed = await exchange(pair.ports[0], request("/v1/models/m:predict", V1), closes=True)
+    assert answer[0] == 500 and "set-cookie" not in answer[1] and closed and len(hot_route._LINES) == 2
+
+
 def test_it_is_installed_only_with_the_fast_path_and_only_over_our_protocol() -> None:
     app, dataplane = _app()
     for fast in (True, False):
