@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any, AsyncIterator
@@ -33,31 +34,12 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.fixture
-async def port(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
-    monkeypatch.setattr(deadlines, "HEADER_TIMEOUT_S", 0.4)
-    monkeypatch.setattr(deadlines, "BODY_TIMEOUT_S", 0.4)
-    monkeypatch.setattr(deadlines, "BODY_MIN_RATE", 1000)
+@contextlib.asynccontextmanager
+async def _serving(keep_alive_s: int) -> AsyncIterator[uvicorn.Server]:
+    """``app`` behind our protocol on a free port, with uvicorn's ``timeout_keep_alive``."""
     (free,) = free_ports(1)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free, http=deadlines.timed_protocol(),
-                                           lifespan="off", log_config=None, timeout_keep_alive=30))
-    serving = asyncio.ensure_future(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield free
-    finally:
-        server.should_exit = True
-        await serving
-
-
-@pytest.fixture
-async def idling(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[uvicorn.Server]:
-    """A server whose kept-alive connections may idle 1 s, and whose heads have 5 s."""
-    monkeypatch.setattr(deadlines, "HEADER_TIMEOUT_S", 5.0)
-    (free,) = free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free, http=deadlines.timed_protocol(),
-                                           lifespan="off", log_config=None, timeout_keep_alive=1))
+                                           lifespan="off", log_config=None, timeout_keep_alive=keep_alive_s))
     serving = asyncio.ensure_future(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
@@ -66,6 +48,23 @@ async def idling(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[uvicorn.Serve
     finally:
         server.should_exit = True
         await serving
+
+
+@pytest.fixture
+async def port(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
+    monkeypatch.setattr(deadlines, "HEADER_TIMEOUT_S", 0.4)
+    monkeypatch.setattr(deadlines, "BODY_TIMEOUT_S", 0.4)
+    monkeypatch.setattr(deadlines, "BODY_MIN_RATE", 1000)
+    async with _serving(keep_alive_s=30) as server:
+        yield server.config.port
+
+
+@pytest.fixture
+async def idling(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[uvicorn.Server]:
+    """A server whose kept-alive connections may idle 1 s, and whose heads have 5 s."""
+    monkeypatch.setattr(deadlines, "HEADER_TIMEOUT_S", 5.0)
+    async with _serving(keep_alive_s=1) as server:
+        yield server
 
 
 def _head(path: str, length: int, close: bool = False) -> bytes:
