@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import RESULTS, Processes, cpu_times, measure, terminate, w1_workload  # noqa: E402
+from benchmarks.run import RESULTS, Processes, add_tag_option, cpu_times, measure, terminate, w1_workload  # noqa: E402
 from benchmarks.sweeps import BATCH_ENV  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -182,11 +182,12 @@ def main() -> int:
     parser.add_argument("--spy-on", choices=("ours", "worker"), default="ours",
                         help="the process --spy samples: ours, or TorchServe's (first) worker")
     parser.add_argument("--top", type=int, default=25)
+    add_tag_option(parser)
     args = parser.parse_args()
 
     env = {**BATCH_ENV, "TS_BATCH_SIZE": str(args.batch)} if args.batch > 1 else {}
     spied = "" if args.spy_on == "ours" else f"-{args.spy_on}"
-    stem = f"{datetime.date.today().isoformat()}-profile-{args.api}{spied}"
+    stem = f"{datetime.date.today().isoformat()}-profile-{args.api}{spied}{args.tag}"
     result: dict[str, Any] = {"api": args.api, "concurrency": args.concurrency, "batch": args.batch,
                               "spied": args.spy_on, "rounds": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import functools
 import json
 import random
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from kserve.model_repository import ModelRepository  # noqa: E402
 
-from benchmarks.run import RESULTS  # noqa: E402
+from benchmarks.run import RESULTS, add_tag_option  # noqa: E402
 from kserve_torchserve.config.model_config import ModelSpec  # noqa: E402
 from kserve_torchserve.serving import codec, tensors, v2_json  # noqa: E402
 from kserve_torchserve.serving.metrics import CountRequests  # noqa: E402
@@ -161,6 +160,7 @@ def main() -> int:
     parser.add_argument("--floats", type=int, nargs="+", default=[64, 784])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
+    add_tag_option(parser)
     args = parser.parse_args()
     results = [asyncio.run(measure(n, args.requests, args.rounds)) for n in args.floats]
     print(f"{'floats':>7} {'v1 us':>7} {'v2 us':>7} {'v2/v1':>6}  (fastest round; median v1 / v2)  v2 stages (us, inclusive)")
@@ -168,7 +168,7 @@ def main() -> int:
         stages = ", ".join(f"{k} {v}" for k, v in r["v2_stages_us"].items())
         print(f"{r['floats']:>7} {r['cpu_us_per_request']['v1']:>7} {r['cpu_us_per_request']['v2']:>7} "
               f"{r['v2_over_v1']:>6}  ({r['median_us_per_request']['v1']} / {r['median_us_per_request']['v2']})  {stages}")
-    out = RESULTS / f"{datetime.date.today()}-front-cost.json"
+    out = RESULTS / f"{datetime.date.today()}-front-cost{args.tag}.json"
     out.write_text(json.dumps({"benchmark": "front_cost", "python": sys.version.split()[0], "results": results},
                               indent=1))
     print(f"wrote {out}")

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import RESULTS, Processes, build_workloads, cpu_model, interleaved, measure, terminate  # noqa: E402
+from benchmarks.run import (RESULTS, Processes, add_tag_option, build_workloads, cpu_model, interleaved,  # noqa: E402
+                            measure, terminate)
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -142,6 +143,7 @@ def floor_parser(doc: str | None, levels: list[int]) -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds of load per system before measuring")
+    add_tag_option(parser)
     return parser
 
 
@@ -162,7 +164,7 @@ def main() -> int:
     report = run(args.levels, args.rounds, args.seconds, args.warmup, args.server_arg)
     report["server_args"] = args.server_arg
     variant = "".join(f"-{arg.strip('-')}" for arg in args.server_arg)  # an A/B run keeps its own file
-    write_report(report, f"grpc-floor{variant}", print_table)
+    write_report(report, f"grpc-floor{variant}{args.tag}", print_table)
     return 0
 
 

@@ -36,6 +36,7 @@ from uvicorn.server import ServerState  # noqa: E402
 
 from benchmarks import front_cost, rest_fronts  # noqa: E402
 from benchmarks.grpc_floor import write_report  # noqa: E402
+from benchmarks.run import add_tag_option  # noqa: E402
 from kserve_torchserve.serving import codec, hot_route  # noqa: E402
 from kserve_torchserve.serving.deadlines import timed_protocol  # noqa: E402
 from kserve_torchserve.serving.rest_fastpath import FastPath  # noqa: E402
@@ -146,8 +147,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=7)
+    add_tag_option(parser)
     args = parser.parse_args()
-    write_report(uvloop.run(measure(args.requests, args.rounds)), "protocol-cost", show)
+    write_report(uvloop.run(measure(args.requests, args.rounds)), "protocol-cost" + args.tag, show)
     return 0
 
 

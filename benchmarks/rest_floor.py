@@ -121,7 +121,7 @@ def main() -> int:
     parser.add_argument("--spy", action="store_true", help="also split each Python front's CPU by layer (py-spy)")
     args = parser.parse_args()
     report = run(args.levels, args.rounds, args.seconds, args.warmup, args.spy)
-    write_report(report, "rest-floor", print_table)
+    write_report(report, "rest-floor" + args.tag, print_table)
     return 0
 
 

@@ -73,12 +73,24 @@ ALL_PARTS = ("sweep", "batching", "sizes", "many", "before_after", "java_cost") 
 
 
 def results_stem(day: datetime.date, parts: set[str], tag: str = "") -> str:
-    """The results files' name: the date, the parts when not all ran, and ``tag`` when given
-    (letters, digits, ``.``, ``_`` and ``-`` only: it names a file in results/, never a path)."""
+    """The results files' name: the date, the parts when not all ran, and ``tag`` when given."""
+    stem = day.isoformat() + ("" if parts >= set(ALL_PARTS) else "-" + "-".join(sorted(parts)))
+    return stem + tag_suffix(tag)
+
+
+def tag_suffix(tag: str) -> str:
+    """``-TAG`` for a results file's name, "" for no tag: letters, digits, ``.``, ``_`` and ``-`` only, so it
+    names a file in results/, never a path (ValueError otherwise: argparse's refusal, as a ``type``)."""
     if tag and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", tag):
         raise ValueError("--tag takes letters, digits, '.', '_' and '-', starting with a letter or digit")
-    stem = day.isoformat() + ("" if parts >= set(ALL_PARTS) else "-" + "-".join(sorted(parts)))
-    return stem + (f"-{tag}" if tag else "")
+    return f"-{tag}" if tag else ""
+
+
+def add_tag_option(parser: argparse.ArgumentParser) -> None:
+    """``--tag NAME``, given to every script that writes results: a second run the same day keeps the first's
+    file. ``args.tag`` is the suffix (``tag_suffix``); a tag that could name a path is refused before measuring."""
+    parser.add_argument("--tag", type=tag_suffix, default="",
+                        help="a suffix for the results files, so that a rerun the same day keeps the first's")
 
 
 def cpu_times(stat: Path) -> tuple[float, float]:

@@ -37,7 +37,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import RESULTS, cpu_of, w1_workload  # noqa: E402
+from benchmarks.run import RESULTS, add_tag_option, cpu_of, w1_workload  # noqa: E402
 from kserve_torchserve.backend import http_pool  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
@@ -176,6 +176,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--warmup", type=float, default=10.0)
+    add_tag_option(parser)
     args = parser.parse_args()
     points: dict[str, list[dict[str, Any]]] = {"tcp": [], "unix": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +189,7 @@ def main() -> int:
                 print(f"{kind:4}: {point['rps']:.0f} req/s, CPU ms per request: client {point['client_ms']}, "
                       f"TorchServe {point['torchserve_ms']}", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{datetime.date.today().isoformat()}-uds_vs_tcp.json"
+    out = RESULTS / f"{datetime.date.today().isoformat()}-uds_vs_tcp{args.tag}.json"
     out.write_text(json.dumps({"concurrency": CONCURRENCY, "batch": 8, "seconds": args.seconds,
                                "warmup": args.warmup, "points": points}, indent=1))
     print(f"wrote {out}")

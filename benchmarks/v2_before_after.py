@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.before_after import Systems, interleaved, start_pair, warm_each  # noqa: E402
 from benchmarks.grpc_floor import write_report  # noqa: E402
-from benchmarks.run import Processes, w1_workload  # noqa: E402
+from benchmarks.run import Processes, add_tag_option, w1_workload  # noqa: E402
 from benchmarks.sweeps import systems_for  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -87,10 +87,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--apis", nargs="+", choices=APIS, default=["v2-rest", "v2-grpc"])
-    parser.add_argument("--tag", default="", help="a suffix for the results file")
+    add_tag_option(parser)
     args = parser.parse_args()
     report = run(args.before, args.rounds, args.seconds, args.warmup, args.concurrency, tuple(args.apis))
-    write_report(report, "v2-before-after" + (f"-{args.tag}" if args.tag else ""), show)
+    write_report(report, "v2-before-after" + args.tag, show)
     return 0
 
 

@@ -8,15 +8,17 @@ at c=64 read 7-11 req/s for every system). Figures are never asserted, only what
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks import load
-from benchmarks.run import ALL_PARTS, cpu_model, measure, results_stem
+from benchmarks.run import ALL_PARTS, add_tag_option, cpu_model, measure, results_stem
 
 
 class _Clock:
@@ -114,3 +116,19 @@ def test_results_are_named_by_date_parts_and_tag_so_a_second_run_does_not_overwr
     for bad in ("../x", "a/b", "-x", "a b"):
         with pytest.raises(ValueError):
             results_stem(day, {"sweep"}, bad)
+
+
+def test_every_script_that_writes_results_takes_a_checked_tag() -> None:
+    parser = argparse.ArgumentParser()
+    add_tag_option(parser)
+    assert parser.parse_args([]).tag == "" and parser.parse_args(["--tag", "tenth-pass"]).tag == "-tenth-pass"
+    for bad in ("../x", "a/b", "-x", "a b"):
+        with pytest.raises(SystemExit):  # argparse's refusal, before anything is measured
+            parser.parse_args([f"--tag={bad}"])
+    # Each script that names a results file (run.py checks its own --tag): the shared option, or floor_parser's.
+    scripts = Path(__file__).resolve().parents[2] / "benchmarks"
+    writers = {path.name for path in scripts.glob("*.py")
+               if "write_report(" in path.read_text() or "today()" in path.read_text()}
+    untagged = {name for name in writers - {"run.py"}
+                if not re.search(r"add_tag_option\(parser\)|floor_parser\(", (scripts / name).read_text())}
+    assert len(writers) >= 9 and untagged == set()
