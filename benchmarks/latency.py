@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2pb  # noqa: E402
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as v2grpc  # noqa: E402
 
-from benchmarks.run import add_tag_option  # noqa: E402
+from benchmarks.run import RESULTS, add_tag_option  # noqa: E402
 from kserve_torchserve.backend import grpc_stubs  # noqa: E402
 from tests.helpers import Server, digits_example  # noqa: E402
 
@@ -136,7 +136,8 @@ def main() -> int:
         print(f"{name:<14} {stats['p50_ms']:8.3f} {stats['p99_ms']:8.3f}")
     for name, added in added_p50.items():
         print(f"added p50, {name}: {added:+.3f} ms")
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today().isoformat()}-latency{args.tag}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{datetime.date.today().isoformat()}-latency{args.tag}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0

@@ -42,6 +42,14 @@ def route(path: str) -> tuple[str, str] | None:
     return None
 
 
+def _other_decoding(name: bytes, value: bytes) -> bool:
+    """A header that asks for one of kserve's other decodings: a content type other than JSON,
+    CloudEvents (``ce-*``), v2's binary extension. One rule for ``plain_json`` and ``hot_head``."""
+    if name == b"content-type":
+        return value.split(b";", 1)[0].strip().lower() != _JSON
+    return name.startswith(b"ce-") or name == _BINARY_EXTENSION
+
+
 def plain_json(headers: list[tuple[bytes, bytes]], required: bool = False) -> bool:
     """True when nothing in the headers asks for kserve's other decodings.
 
@@ -50,12 +58,9 @@ def plain_json(headers: list[tuple[bytes, bytes]], required: bool = False) -> bo
     """
     declared = False
     for name, value in headers:
-        if name == b"content-type":
-            if value.split(b";", 1)[0].strip().lower() != _JSON:
-                return False
-            declared = True
-        elif name.startswith(b"ce-") or name == _BINARY_EXTENSION:
+        if _other_decoding(name, value):
             return False
+        declared = declared or name == b"content-type"
     return declared or not required
 
 
@@ -70,12 +75,10 @@ def hot_head(headers: list[tuple[bytes, bytes]]) -> tuple[int, bool] | None:
         if name == b"content-length":
             if length is None:  # the first, as limits.declared_length reads it
                 length = int(value) if value.strip().isdigit() else 0
-        elif name == b"content-type":
-            if value.split(b";", 1)[0].strip().lower() != _JSON:
-                return None
-            declared = True
-        elif name in _NOT_WHOLE or name.startswith(b"ce-") or name == _BINARY_EXTENSION:
+        elif name in _NOT_WHOLE or _other_decoding(name, value):
             return None
+        elif name == b"content-type":
+            declared = True
     return (length, declared) if length else None
 
 

@@ -220,11 +220,10 @@ def timed_protocol() -> type[asyncio.Protocol]:
     and LingeringTransport."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+        idles = True  # the keep-alive on the connection's deadline: httptools' on_response_complete is replaced below
     except ImportError:  # pragma: no cover - kserve installs uvicorn[standard], which has httptools
         from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
-
-    # httptools' protocol only: its on_response_complete is the one replaced below.
-    idles = Base.__name__ == "HttpToolsProtocol"
+        idles = False  # h11's keeps uvicorn's own keep-alive timer
 
     class TimedProtocol(Base):  # type: ignore[valid-type,misc]
         timed = True  # what hot_route.install checks: its transport is a LingeringTransport
