@@ -3,7 +3,8 @@
 The workload the issue measured: a TorchScript MLP (784 -> 64 -> 10, 784 floats per instance)
 behind a handler that parses JSON (assets/mlp_handler.py), TorchServe batching on (batch 8,
 5 ms), one worker, wrk at 16 connections, one instance per v1 request. Systems:
-  ts-rest           TorchServe called directly (the working tree's server's TorchServe)
+  ts-rest           TorchServe called directly (the working tree's server's TorchServe, a copy of the
+                    model batched by TorchServe as configured: run.direct_model)
   ts-rest-default-spin
                     TorchServe called directly, as the revision before starts it: torch's OpenMP
                     threads with libgomp's default spin (what config/cpus.py changed)
@@ -25,10 +26,10 @@ import json
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from benchmarks import load
-from benchmarks.run import ROOT, Processes, measure
+from benchmarks.run import ROOT, Processes, direct_model, measure
 from benchmarks.run import interleaved as rounds_interleaved  # this module's interleaved is the one-level form
 from benchmarks.sweeps import BATCH_ENV, InProcessServer, warm_up
 from tests.helpers import Server, build_mar
@@ -76,13 +77,15 @@ def instance() -> list[float]:
     return [round(float(v), 4) for v in np.random.default_rng(0).random(FEATURES)]
 
 
-def start_pair(work: Path, store: Path, revision: str, prefix: str, servers: list[Server], model: str = "mlp") -> None:
+def start_pair(work: Path, store: Path, revision: str, prefix: str, servers: list[Server], model: str = "mlp",
+               after_args: Sequence[str] = (), before_args: Sequence[str] = ()) -> None:
     """The working tree's server and ``revision``'s, both on ``store`` with batching on, appended to
-    ``servers`` as they start (so the caller's ``finally`` stops whatever did start)."""
+    ``servers`` as they start (so the caller's ``finally`` stops whatever did start); ``*_args``: flags for each."""
     before_code = _export(revision, work / f"{prefix}-before-code")
-    for label, extra in (("after", {}), ("before", {"PYTHONPATH": str(before_code)})):
+    for label, extra, args in (("after", {}, after_args), ("before", {"PYTHONPATH": str(before_code)}, before_args)):
         (work / f"{prefix}-{label}").mkdir()
-        servers.append(Server(store, work / f"{prefix}-{label}", model_name=model, env={**BATCH_ENV, **extra}))
+        servers.append(Server(store, work / f"{prefix}-{label}", model_name=model, env={**BATCH_ENV, **extra},
+                              args=args))
 
 
 Systems = dict[str, tuple[Callable[[int, float], dict[str, Any]], Processes]]
@@ -120,7 +123,7 @@ def before_after(work: Path, seconds: float, repeats: int, warmup_s: float,
             server.wait_ready(timeout=300)
         after, before = servers
         props, key = after.torchserve()
-        ts_url = f"{props['inference_address']}/predictions/mlp"
+        ts_url = f"{props['inference_address']}/predictions/{direct_model(after, 'mlp')}"  # batched as configured
         ts_body = json.dumps(instance()).encode()
         # The revision before set only OMP_NUM_THREADS: its TorchServe runs with libgomp's default spin
         # (config/cpus.py), as a TorchServe started by hand would.

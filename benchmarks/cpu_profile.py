@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import RESULTS, Processes, add_tag_option, cpu_times, measure, terminate, w1_workload  # noqa: E402
+from benchmarks.run import (RESULTS, Processes, add_tag_option, cpu_times, direct_model, measure, terminate,  # noqa: E402
+                            w1_workload)
 from benchmarks.sweeps import BATCH_ENV  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -63,7 +64,7 @@ def load_for(server: Server, workload: dict[str, Any], api: str, concurrency: in
         url, body = f"{server.url}/v2/models/{model}/infer", json.dumps(workload["v2"]).encode()
     elif api == "ts":  # the same TorchServe, called directly as run.py's ts-rest system does
         props, key = server.torchserve()
-        url = f"{props['inference_address']}/predictions/{model}"
+        url = f"{props['inference_address']}/predictions/{direct_model(server, model)}"  # batched as configured
         return lambda seconds: load.wrk(url, workload["ts_body"], "application/json",
                                         {"Authorization": f"Bearer {key}"}, concurrency, seconds)
     else:

@@ -61,11 +61,11 @@ class FixedAnswer:
         return True
 
     async def send_v1(self, verb: str, model: str, version: str | None, body: bytes,
-                      timeout: float) -> list[tuple[bytes, bool]]:
+                      timeout: float, batcher: Any = None) -> list[tuple[bytes, bool]]:
         return [(self.answer, True)]
 
     async def send_rows(self, verb: str, model: str, version: str | None, rows: Sequence[Mapping[str, bytes]],
-                        timeout: float) -> list[bytes]:
+                        timeout: float, batcher: Any = None) -> list[bytes]:
         return [self.answer for _ in rows]
 
 

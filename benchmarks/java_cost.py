@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from benchmarks import load
 from benchmarks.before_after import CONCURRENCY, DEFAULT_BEFORE, _model, instance, start_pair, warm_each
-from benchmarks.run import Processes, interleaved, measure
+from benchmarks.run import Processes, direct_model, interleaved, measure
 from benchmarks.sweeps import BATCH_ENV
 from tests.helpers import Server
 
@@ -58,7 +58,8 @@ def java_cost(work: Path, seconds: float, repeats: int, warmup_s: float,
             server.wait_ready(timeout=300)
         after, before = servers
         props, key = after.torchserve()
-        ts_url, auth = f"{props['inference_address']}/predictions/mlp", {"Authorization": f"Bearer {key}"}
+        direct = direct_model(after, "mlp")  # TorchServe batching as configured (run.direct_model)
+        ts_url, auth = f"{props['inference_address']}/predictions/{direct}", {"Authorization": f"Bearer {key}"}
         multipart_type, multipart_body = _multipart("data", raw)
         systems: dict[str, tuple[Callable[[int, float], dict[str, Any]], Server]] = {
             "ts-json": (lambda c, s: load.wrk(ts_url, raw, "application/json", auth, c, s), after),

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import load  # noqa: E402
 from benchmarks.cpu_profile import by_layer, spy  # noqa: E402
 from benchmarks.grpc_floor import floor_parser, floor_report, wait_port, write_report  # noqa: E402
-from benchmarks.run import Processes, interleaved, measure, terminate, w1_workload  # noqa: E402
+from benchmarks.run import Processes, direct_model, interleaved, measure, terminate, w1_workload  # noqa: E402
 from benchmarks.sweeps import BATCH_ENV  # noqa: E402
 from kserve_torchserve.backend.ports import free_ports  # noqa: E402
 from tests.helpers import Server  # noqa: E402
@@ -54,18 +54,21 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, sample: b
         try:
             server.wait_ready(timeout=300)
             props, key = server.torchserve()
+            # TorchServe called directly, and the fronts that forward each request to it, reach the copy
+            # of the model TorchServe batches as configured (run.direct_model); ours batches in front.
+            direct = direct_model(server, w1["model"])
             for name, port in zip(FRONTS, free_ports(len(FRONTS))):
                 proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "rest_fronts.py"),
-                                         name.removeprefix("python-"), str(port), str(server.work_dir)])
+                                         name.removeprefix("python-"), str(port), str(server.work_dir), direct])
                 fronts[name] = (proc, port)
                 wait_port(port, proc)
             procs = Processes(server)
             v1 = json.dumps({"instances": [w1["instance"]]}).encode()
             targets: dict[str, tuple[str, bytes, dict[str, str]]] = {
-                "ts-rest": (f"{props['inference_address']}/predictions/{w1['model']}", w1["ts_body"],
+                "ts-rest": (f"{props['inference_address']}/predictions/{direct}", w1["ts_body"],
                             {"Authorization": f"Bearer {key}"}),
                 "ours-v1-rest": (f"{server.url}/v1/models/{w1['model']}:predict", v1, {}),
-                **{name: (f"http://127.0.0.1:{port}/v1/models/{w1['model']}:predict", v1, {})
+                **{name: (f"http://127.0.0.1:{port}/v1/models/{direct}:predict", v1, {})
                    for name, (_, port) in fronts.items()},
             }
             front_pid = {"ours-v1-rest": server.proc.pid, **{name: p.pid for name, (p, _) in fronts.items()}}

@@ -1,8 +1,8 @@
 """The leanest Python v1 REST fronts we can write, to measure the floor under ours.
 
-  python benchmarks/rest_fronts.py echo             <port> <torchserve work dir>
-  python benchmarks/rest_fronts.py forward          <port> <torchserve work dir>
-  python benchmarks/rest_fronts.py uvicorn-forward  <port> <torchserve work dir>
+  python benchmarks/rest_fronts.py echo             <port> <torchserve work dir> [model]
+  python benchmarks/rest_fronts.py forward          <port> <torchserve work dir> [model]
+  python benchmarks/rest_fronts.py uvicorn-forward  <port> <torchserve work dir> [model]
 
 ``echo`` reads each HTTP request (httptools, the parser uvicorn uses, on uvloop) and answers a
 fixed v1 body: the cost of an HTTP/1.1 server in Python with no upstream. ``forward`` sends the
@@ -71,7 +71,7 @@ class Front(asyncio.Protocol):
                                  + str(len(payload)).encode() + b"\r\n\r\n" + payload)
 
 
-def answers(kind: str, work_dir: Path) -> Answer:
+def answers(kind: str, work_dir: Path, model: str = "digits") -> Answer:
     if kind == "echo":
         async def echo(body: bytes) -> bytes:
             return _ECHO
@@ -79,7 +79,7 @@ def answers(kind: str, work_dir: Path) -> Answer:
     client = client_for(work_dir)
 
     async def forward(body: bytes) -> bytes:
-        return codec.v1_answer(await client.send_v1("predictions", "digits", None, body, 120))
+        return codec.v1_answer(await client.send_v1("predictions", model, None, body, 120))
     return forward
 
 
@@ -100,20 +100,20 @@ def uvicorn_app(answer: Answer) -> Callable[..., Awaitable[None]]:
     return app
 
 
-async def serve(kind: str, port: int, work_dir: Path) -> None:
+async def serve(kind: str, port: int, work_dir: Path, model: str = "digits") -> None:
     if kind == "uvicorn-forward":
         import uvicorn
 
-        config = uvicorn.Config(uvicorn_app(answers("forward", work_dir)), host="127.0.0.1", port=port,
+        config = uvicorn.Config(uvicorn_app(answers("forward", work_dir, model)), host="127.0.0.1", port=port,
                                 loop="none", http="httptools", lifespan="off", access_log=False, log_level="warning")
         await uvicorn.Server(config).serve()
         return
-    answer = answers(kind, work_dir)
+    answer = answers(kind, work_dir, model)
     server = await asyncio.get_running_loop().create_server(lambda: Front(answer), "127.0.0.1", port)
     await server.serve_forever()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("echo", "forward", "uvicorn-forward"):
+    if len(sys.argv) not in (4, 5) or sys.argv[1] not in ("echo", "forward", "uvicorn-forward"):
         raise SystemExit(__doc__)
-    uvloop.run(serve(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])))
+    uvloop.run(serve(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:]))

@@ -196,6 +196,35 @@ def interleaved(levels: list[int], rounds: int, systems: list[str],
     return results
 
 
+def direct_model(server: Server, model: str) -> str:
+    """The model to call for "TorchServe called directly": TorchServe batching as the server was configured.
+
+    Our server makes a model's batches itself by default (kserve_torchserve/backend/batcher.py) and
+    registers it in TorchServe with max batch delay 0, since each of its requests is a batch already:
+    called directly, that registration would be TorchServe with a batching nobody configured. So a
+    second copy of the model goes into the same TorchServe (the same JVM, warmed alike, and the same
+    processes counted), with the batch size, delay and workers the server was given, and TorchServe's
+    own batcher; its name is returned. With batching made by TorchServe (--torchserve_batching, or
+    batch size 1), the model itself is returned."""
+    import requests
+
+    ours = requests.get(f"{server.url}/models/{model}", timeout=30).json()[0]
+    props, key = server.torchserve("management")
+    auth = {"Authorization": f"Bearer {key}"}
+    theirs = requests.get(f"{props['management_address']}/models/{model}", headers=auth, timeout=30).json()[0]
+    if theirs["maxBatchDelay"] == ours["maxBatchDelay"]:
+        return model
+    name = f"{model}-direct"
+    if requests.get(f"{props['management_address']}/models/{name}", headers=auth, timeout=30).ok:
+        return name  # registered by an earlier call
+    answer = requests.post(f"{props['management_address']}/models", headers=auth, timeout=300, params={
+        "url": theirs["modelUrl"], "model_name": name, "batch_size": ours["batchSize"],
+        "max_batch_delay": ours["maxBatchDelay"], "initial_workers": ours["minWorkers"], "synchronous": "true"})
+    if not answer.ok:
+        raise RuntimeError(f"TorchServe did not register {name}: {answer.status_code} {answer.text[:300]}")
+    return name
+
+
 def settled(server: Server, model: str, body: bytes, ctype: str) -> Callable[[], None]:
     """A barrier between loads: one request straight to TorchServe, answered only once every job
     queued before it is done. A closed loop that stops leaves its last requests queued in TorchServe
@@ -204,16 +233,19 @@ def settled(server: Server, model: str, body: bytes, ctype: str) -> Callable[[],
     import requests
 
     props, key = server.torchserve()
+    models = sorted({model, direct_model(server, model)})  # ours in TorchServe, and the copy called directly
 
     def wait() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # a 503 (queue full) says nothing about the backlog: again
-            answer = requests.post(f"{props['inference_address']}/predictions/{model}", data=body, timeout=300,
-                                   headers={"Authorization": f"Bearer {key}", "Content-Type": ctype})
-            if answer.ok:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"TorchServe did not work off its queue in 300 s (last answer {answer.status_code})")
+        for name in models:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:  # a 503 (queue full) says nothing about the backlog: again
+                answer = requests.post(f"{props['inference_address']}/predictions/{name}", data=body, timeout=300,
+                                       headers={"Authorization": f"Bearer {key}", "Content-Type": ctype})
+                if answer.ok:
+                    break
+                time.sleep(0.5)
+            else:
+                raise RuntimeError(f"TorchServe did not work off its queue in 300 s (last answer {answer.status_code})")
 
     return wait
 
@@ -319,12 +351,13 @@ def bench_server(name: str, workload: dict[str, Any], env: dict[str, str], level
         procs = Processes(server)
         ts_rest = props["inference_address"]
         ts_grpc = f"127.0.0.1:{props['grpc_inference_port']}"
+        direct = direct_model(server, model)  # TorchServe batching as configured
         v1 = json.dumps({"instances": [workload["instance"]]}).encode()
         v2 = json.dumps(workload["v2"]).encode()
         rest_targets = {
             "ours-v1-rest": (f"{server.url}/v1/models/{model}:predict", v1, "application/json", {}),
             "ours-v2-rest": (f"{server.url}/v2/models/{model}/infer", v2, "application/json", {}),
-            "ts-rest": (f"{ts_rest}/predictions/{model}", workload["ts_body"],
+            "ts-rest": (f"{ts_rest}/predictions/{direct}", workload["ts_body"],
                         "application/json" if name.startswith("W1") else "application/octet-stream",
                         {"Authorization": f"Bearer {key}"}),
         }
@@ -334,14 +367,14 @@ def bench_server(name: str, workload: dict[str, Any], env: dict[str, str], level
         for url, body, ctype, headers in rest_targets.values():
             load.wrk(url, body, ctype, headers, 4, 3)
         asyncio.run(load.grpc_ours(f"127.0.0.1:{server.grpc_port}", model, workload, 4, 2))
-        asyncio.run(load.grpc_ts(ts_grpc, model, workload["ts_row"], key, 4, 2))
+        asyncio.run(load.grpc_ts(ts_grpc, direct, workload["ts_row"], key, 4, 2))
         calls: dict[str, Callable[[int], dict[str, Any]]] = {
             system: functools.partial(_wrk_at, target, seconds) for system, target in rest_targets.items()
         }
         calls["ours-v2-grpc"] = lambda level: asyncio.run(
             load.grpc_ours(f"127.0.0.1:{server.grpc_port}", model, workload, level, seconds))
         calls["ts-grpc"] = lambda level: asyncio.run(
-            load.grpc_ts(ts_grpc, model, workload["ts_row"], key, level, seconds))
+            load.grpc_ts(ts_grpc, direct, workload["ts_row"], key, level, seconds))
         # Each point starts on TorchServe's empty queue, not behind its own warm-up's or the previous
         # system's leftovers (measure); before this, ours over gRPC measured W2 behind ts-rest's.
         queue = settled(server, model, workload["ts_body"], rest_targets["ts-rest"][2])

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import load
-from benchmarks.run import ROOT, Processes, idle, interleaved, measure, settled, terminate
+from benchmarks.run import ROOT, Processes, direct_model, idle, interleaved, measure, settled, terminate
 from kserve_torchserve.backend.ports import free_ports
 from tests.helpers import Server, build_mar
 
@@ -67,6 +67,7 @@ class InProcessServer:
 def systems_for(server: Server, workload: dict[str, Any], inprocess: InProcessServer | None) -> dict[str, Callable[[int, float], dict[str, Any]]]:
     props, key = server.torchserve()
     model = workload["model"]
+    direct = direct_model(server, model)  # TorchServe batching as configured (run.direct_model)
     v1 = json.dumps({"instances": [workload["instance"]]}).encode()
     v2 = json.dumps(workload["v2"]).encode()
     ts_ctype = "application/json" if model == "digits" else "application/octet-stream"
@@ -76,9 +77,9 @@ def systems_for(server: Server, workload: dict[str, Any], inprocess: InProcessSe
         "ours-v1-rest": lambda c, s: load.wrk(f"{server.url}/v1/models/{model}:predict", v1, "application/json", {}, c, s),
         "ours-v2-rest": lambda c, s: load.wrk(f"{server.url}/v2/models/{model}/infer", v2, "application/json", {}, c, s),
         "ours-v2-grpc": lambda c, s: asyncio.run(load.grpc_ours(f"127.0.0.1:{server.grpc_port}", model, workload, c, s)),
-        "ts-rest": lambda c, s: load.wrk(f"{props['inference_address']}/predictions/{model}", workload["ts_body"],
+        "ts-rest": lambda c, s: load.wrk(f"{props['inference_address']}/predictions/{direct}", workload["ts_body"],
                                          ts_ctype, auth, c, s),
-        "ts-grpc": lambda c, s: asyncio.run(load.grpc_ts(grpc_ts, model, workload["ts_row"], key, c, s)),
+        "ts-grpc": lambda c, s: asyncio.run(load.grpc_ts(grpc_ts, direct, workload["ts_row"], key, c, s)),
     }
     if inprocess is not None:
         url = f"http://127.0.0.1:{inprocess.port}/v1/models/model:predict"
@@ -192,7 +193,9 @@ def many(workloads: dict[str, dict[str, Any]], work: Path, seconds: float, repea
     one = json.dumps({"instances": [workload["instance"]]}).encode()
     thirty_two = json.dumps({"instances": rows}).encode()
     report: dict[str, Any] = {}
-    for design, args in (("per client request (envelope)", []), ("per instance", ["--request_per_instance"])):
+    for design, args in (("batched in front (default)", []),
+                         ("per client request (envelope), batched by TorchServe", ["--torchserve_batching"]),
+                         ("per instance", ["--request_per_instance"])):
         (work / f"many-{len(report)}").mkdir()
         server = Server(workload["storage"], work / f"many-{len(report)}", model_name="digits", env=BATCH_ENV,
                         args=args)

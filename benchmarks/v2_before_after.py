@@ -16,7 +16,7 @@ printed, to show it settled), then interleaved rounds, the median by req/s repor
 process's CPU per request; each "ours" as a ratio to its own TorchServe called directly.
 
   .venv/bin/python benchmarks/v2_before_after.py [--before REV] [--rounds 3] [--seconds 6] [--warmup 10]
-      [--apis v2-rest v2-grpc] [--tag NAME]
+      [--apis v2-rest v2-grpc] [--after-args="--torchserve_batching"] [--before-args=...] [--tag NAME]
 Writes benchmarks/results/<date>-v2-before-after[-NAME].json and prints a table.
 """
 
@@ -44,13 +44,15 @@ APIS = ("v1-rest", "v2-rest", "v2-grpc")
 
 
 def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency: int,
-        apis: tuple[str, ...] = ("v2-rest", "v2-grpc")) -> dict[str, Any]:
+        apis: tuple[str, ...] = ("v2-rest", "v2-grpc"), after_args: tuple[str, ...] = (),
+        before_args: tuple[str, ...] = ()) -> dict[str, Any]:
     workload = w1_workload()
     model = workload["model"]
     servers: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            start_pair(Path(tmp), workload["storage"], revision, "v2", servers, model=model)
+            start_pair(Path(tmp), workload["storage"], revision, "v2", servers, model=model, after_args=after_args,
+                       before_args=before_args)
             for server in servers:
                 server.wait_ready(timeout=300)
             after, before = servers
@@ -73,7 +75,8 @@ def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency
     for name, point in points.items():  # ours-<label>-<api> against ts-<label>-<its transport>
         label, transport = name.split("-")[1], name.rsplit("-", 1)[1]
         point["vs_ts"] = round(point["rps"] / points[f"ts-{label}-{transport}"]["rps"], 3)
-    return {"revision_before": revision, "workload": "W1 digits MLP, 64 floats", "apis": list(apis),
+    return {"revision_before": revision, "after_args": list(after_args), "before_args": list(before_args),
+            "workload": "W1 digits MLP, 64 floats", "apis": list(apis),
             "concurrency": concurrency,
             "env": "batch 8 / 5 ms", "rounds": rounds, "seconds": seconds,
             "warmup_java_ms_per_request": settling, "systems": points}
@@ -87,9 +90,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--apis", nargs="+", choices=APIS, default=["v2-rest", "v2-grpc"])
+    parser.add_argument("--after-args", default="", help="flags for the working tree's server, e.g. --torchserve_batching")
+    parser.add_argument("--before-args", default="", help="flags for the revision's server")
     add_tag_option(parser)
     args = parser.parse_args()
-    report = run(args.before, args.rounds, args.seconds, args.warmup, args.concurrency, tuple(args.apis))
+    report = run(args.before, args.rounds, args.seconds, args.warmup, args.concurrency, tuple(args.apis),
+                 tuple(args.after_args.split()), tuple(args.before_args.split()))
     write_report(report, "v2-before-after" + args.tag, show)
     return 0
 

@@ -131,6 +131,7 @@ class Server:
         management = build_management(
             settings, client, layout.root, layout.model_store, storage_dir if storage_dir.is_dir() else None, props,
             backend_up=lambda: supervisor.available, latency_logging=per_request_logging(), per_request=per_request,
+            front_batching=settings.front_batching,
             load_failure=load_failures.reason,
         )
         registrations = management.operations.add_startup(store.specs, settings.model_api.traffic)

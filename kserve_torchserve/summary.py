@@ -36,7 +36,7 @@ async def summary(settings: Settings, client: TorchServeClient, management: Mana
         lines.append(
             f"  model {r.spec.name} v{r.spec.version}: handler {r.spec.handler or '?'}, workers {len(workers)} "
             f"(min {r.min_workers}, max {r.max_workers}), batch size {r.batch_size}, "
-            f"max batch delay {r.max_batch_delay} ms, response timeout {r.response_timeout} s, device {device}"
+            f"max batch delay {r.max_batch_delay} ms{' (batched in front)' if r.model.batcher else ''}, response timeout {r.response_timeout} s, device {device}"
         )
     for name, served in sorted(management.registry.models.items()):
         if served.split is not None:

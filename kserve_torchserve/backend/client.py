@@ -19,6 +19,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from . import grpc_stubs, http_pool
+from .batcher import Batcher
 from .auth import KeyKind, Metadata, TokenSource, TokenUnavailable
 from .failures import map_rest_error, map_rpc_error
 from .oom import OomKills
@@ -133,6 +134,26 @@ class TorchServeClient:
                                  explaining=verb == "explanations", oom_recent=self.oom.recent)
         raise AssertionError("unreachable")
 
+    @property
+    def max_request_bytes(self) -> int | None:
+        """TorchServe's max_request_size, which no request of ours may exceed."""
+        return self._max_request_bytes
+
+    async def send_frame(self, verb: str, model: str, version: str | None, frame: bytes,
+                         response_timeout_s: float) -> bytes:
+        """One frame of ours (rows, v1, many) to TorchServe: its answer, or the UpstreamError a client should see."""
+        return await self._send(verb, model, version, framing.CONTENT_TYPE, frame, response_timeout_s)
+
+    async def _exchange(self, verb: str, model: str, version: str | None, frame: bytes, response_timeout_s: float,
+                        batcher: Batcher | None) -> bytes:
+        """A client request's frame, alone or batched with others' (backend/batcher.py): the answers to its rows."""
+        if batcher is None:
+            return await self.send_frame(verb, model, version, frame, response_timeout_s)
+        status, raw = await batcher.submit(frame)
+        if status >= 300:  # refused alone in the batch: the words a request of its own would get
+            raise map_rest_error(status, raw, model, explaining=verb == "explanations")
+        return raw
+
     def frames(self, rows: Sequence[Mapping[str, bytes]], model: str) -> list[tuple[int, bytes]]:
         """Rows packed into frames no bigger than TorchServe's max_request_size: (first row, frame)."""
         limit = self._max_request_bytes or (1 << 62)
@@ -152,12 +173,16 @@ class TorchServeClient:
         return frames
 
     async def send_rows(
-        self, verb: str, model: str, version: str | None, rows: Sequence[Mapping[str, bytes]], response_timeout_s: float
+        self, verb: str, model: str, version: str | None, rows: Sequence[Mapping[str, bytes]], response_timeout_s: float,
+        batcher: Batcher | None = None,
     ) -> list[bytes]:
         """Every row of one client request in one TorchServe request (a few, past max_request_size), answered
-        per row by our request envelope in the worker; a row's own status fails the request naming the row."""
+        per row by our request envelope in the worker; a row's own status fails the request naming the row.
+        ``batcher``: one frame may go batched with other clients' (several go on their own)."""
         chunks = self.frames(rows, model)
-        sent = [self._send(verb, model, version, framing.CONTENT_TYPE, frame, response_timeout_s) for _, frame in chunks]
+        if len(chunks) > 1:
+            batcher = None
+        sent = [self._exchange(verb, model, version, frame, response_timeout_s, batcher) for _, frame in chunks]
         answers = [await sent[0]] if len(sent) == 1 else await asyncio.gather(*sent)
         bodies = [body for (first, _), raw in zip(chunks, answers) for body, _ in self._rows(raw, first, model, verb)]
         if len(bodies) != len(rows):
@@ -169,10 +194,11 @@ class TorchServeClient:
         return self._max_request_bytes is None or size + 4 <= self._max_request_bytes
 
     async def send_v1(self, verb: str, model: str, version: str | None, body: bytes,
-                      response_timeout_s: float) -> list[tuple[bytes, bool]]:
+                      response_timeout_s: float, batcher: Batcher | None = None) -> list[tuple[bytes, bool]]:
         """A v1 body as the client sent it, unparsed (our envelope makes the rows in the worker):
-        each row's answer and whether it is JSON. A body the client got wrong is a 400 with the worker's words."""
-        raw = await self._send(verb, model, version, framing.CONTENT_TYPE, framing.pack_v1(body), response_timeout_s)
+        each row's answer and whether it is JSON. A body the client got wrong is a 400 with the worker's words.
+        ``batcher``: it may go batched with other clients' requests."""
+        raw = await self._exchange(verb, model, version, framing.pack_v1(body), response_timeout_s, batcher)
         return self._rows(raw, 0, model, verb)
 
     @staticmethod

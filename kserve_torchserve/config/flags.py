@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         "split into rows by our envelope in the worker (slower; see benchmarks/README.md).",
     )
     parser.add_argument(
+        "--torchserve_batching",
+        action="store_true",
+        help="Let TorchServe's batcher make each model's dynamic batches from one TorchServe request per client "
+        "request, instead of making them in this process and sending TorchServe one request per batch (the "
+        "handler sees the same batches either way; ours costs Java and the workers less per request, see "
+        "benchmarks/README.md).",
+    )
+    parser.add_argument(
         "--disable_fast_path",
         action="store_true",
         help="Route v1 :predict and v2 /infer through kserve's FastAPI endpoints, and gRPC ModelInfer through "

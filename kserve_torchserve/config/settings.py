@@ -109,6 +109,7 @@ class Settings:
     fast_path: bool
     allow_no_models: bool
     request_per_instance: bool
+    front_batching: bool = True  # batches made in our process (backend/batcher.py), not by TorchServe
     ts: TorchServeOptions = field(default_factory=TorchServeOptions)
     model_api: ModelApiOptions = field(default_factory=ModelApiOptions)
     protocol_version: str | None = None  # PROTOCOL_VERSION as KServe set it: informative, all are served
@@ -212,6 +213,7 @@ def load_settings(
         fast_path=not args.disable_fast_path,
         allow_no_models=args.allow_no_models,
         request_per_instance=args.request_per_instance,
+        front_batching=not args.torchserve_batching and not args.request_per_instance,
         ts=parse_ts_env(env),
         model_api=model_api.parse_model_api(env, storage_uri, args.enable_model_api, args.model_api_key_file),
         protocol_version=protocol_version,

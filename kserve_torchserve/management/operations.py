@@ -231,6 +231,7 @@ class Operations:
             r = self.find(name, version)
             status, body = await self.admin.scale(name, r.ts_version, min_workers, max_workers, synchronous)
             r.min_workers, r.max_workers = min_workers, max_workers  # a restarted TorchServe gets these
+            r.model.set_workers(min_workers)
         if status == 200:  # TorchServe's words, with our version rather than its own
             body = {"status": f"Workers scaled to {min_workers} for model: {name}"
                               + (f", version: {version}" if version else "")}

@@ -45,8 +45,12 @@ class Registration:
 
     async def register_in(self, admin: ModelAdmin) -> None:
         """Into TorchServe with every setting; ManagementError with TorchServe's status when refused."""
-        await admin.register(self.spec.mar_name, self.spec.name, self.ts_version, self.batch_size,
-                             self.max_batch_delay, self.min_workers, self.max_workers, self.response_timeout)
+        # Batched in our process (backend/batcher.py), each TorchServe request is a batch already, so
+        # TorchServe must not wait for more: delay 0. Its batch size stays the model's, which the handler
+        # reads (context.system_properties) and TorchServe's describe shows.
+        delay = 0 if self.model.batcher is not None else self.max_batch_delay
+        await admin.register(self.spec.mar_name, self.spec.name, self.ts_version, self.batch_size, delay,
+                             self.min_workers, self.max_workers, self.response_timeout)
 
     async def set_default_in(self, admin: ModelAdmin) -> None:
         # Requests always name their version, so TorchServe's default only decides which

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 
@@ -41,17 +41,25 @@ class Management:
     grpc_handlers: dict[str, grpc.RpcMethodHandler]
 
 
+def batched_in_front(entry: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(batch size, max batch delay ms, workers) for our batcher (backend/batcher.py), from a model's
+    TorchServe settings; None when there is nothing to batch (batch size 1)."""
+    size = int(entry["batchSize"])
+    return (size, int(entry["maxBatchDelay"]), int(entry["minWorkers"])) if size > 1 else None
+
+
 def build_management(
     settings: Settings, client: TorchServeClient, work_root: Path, store_root: Path, storage_dir: Path | None,
     props: dict[str, str], backend_up: Callable[[], bool], latency_logging: bool, per_request: bool = True,
-    load_failure: Callable[[str, str], str | None] = lambda name, version: None,
+    front_batching: bool = True, load_failure: Callable[[str, str], str | None] = lambda name, version: None,
 ) -> Management:
     """Everything that decides what is served, wired to one TorchServe client."""
     response_timeout = int(props["default_response_timeout"])
     max_rows = int(props["job_queue_size"])  # TorchServe's queue: a bigger request can never be queued whole
 
     def make_model(spec: ModelSpec, timeout_s: float, ts_version: str) -> TorchServeModel:
-        model = TorchServeModel(spec, client, timeout_s, max_rows, ts_version, per_request)
+        batching = batched_in_front(model_entry(spec, settings.ts, response_timeout)) if front_batching else None
+        model = TorchServeModel(spec, client, timeout_s, max_rows, ts_version, per_request, batching)
         model.enable_latency_logging = latency_logging  # kserve's per-request line with the request id: DEBUG
         return model
 

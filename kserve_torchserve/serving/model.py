@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Union
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from ..backend.batcher import Batcher
 from ..backend.client import TorchServeClient
 from ..config.model_config import ModelSpec
 from ..errors import RETRY_AFTER_S, UpstreamError
@@ -34,6 +35,7 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         max_rows: int,
         ts_version: str | None = None,
         per_request: bool = True,
+        batching: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__(spec.name)
         self.spec = spec
@@ -49,6 +51,15 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         # One TorchServe request per client request, split into rows by our envelope in the
         # worker (True), or one per row (False); benchmarks/README.md has the figures.
         self.per_request = per_request
+        # (batch size, max batch delay in ms, workers): batch predictions here rather than in TorchServe
+        # (backend/batcher.py), which is then told batch size 1; None: TorchServe batches, if at all.
+        self.batcher: Batcher | None = None
+        if batching is not None and per_request:
+            size, delay_ms, workers = batching
+            # TorchServe's queue held max_rows requests; each of its requests is a batch now, and as
+            # many batches may wait here.
+            self.batcher = Batcher(spec.name, self._send_batch, size, delay_ms / 1000, workers + 1,
+                                   client.max_request_bytes, max_rows * size)
         self.ready = False
         # Why its workers could not load (TorchServe's words), when they could not: the model is
         # then not ready, and not retried until TorchServe restarts.
@@ -109,12 +120,20 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         self._idle.clear()
         try:
             answers = await self.client.send_v1("predictions", self.name, self.ts_version, body,
-                                                self.response_timeout_s)
+                                                self.response_timeout_s, self.batcher)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
                 self._idle.set()
         return codec.v1_answer(answers)
+
+    async def _send_batch(self, frame: bytes) -> bytes:
+        return await self.client.send_frame("predictions", self.name, self.ts_version, frame, self.response_timeout_s)
+
+    def set_workers(self, workers: int) -> None:
+        """The workers TorchServe runs for this version changed: so do the batches in flight at once."""
+        if self.batcher is not None:
+            self.batcher.set_slots(workers + 1)
 
     async def explain(
         self, payload: Union[Dict[str, Any], InferRequest], headers: Optional[Dict[str, str]] = None
@@ -139,7 +158,8 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         self._idle.clear()
         try:
             if self.per_request:
-                answers = await self.client.send_rows(verb, self.name, self.ts_version, rows, self.response_timeout_s)
+                answers = await self.client.send_rows(verb, self.name, self.ts_version, rows, self.response_timeout_s,
+                                                      self.batcher if verb == "predictions" else None)
                 return [codec.decode_prediction(raw) for raw in answers]
             return await self._send_each(rows, verb)
         finally:

@@ -26,7 +26,7 @@ class Describing:
 
 def _registration(name: str, failure: str | None) -> Any:
     return SimpleNamespace(spec=SimpleNamespace(name=name, version="1.0", handler="h"), ts_version="1.0",
-                           model=SimpleNamespace(failure=failure), min_workers=1, max_workers=1, batch_size=1,
+                           model=SimpleNamespace(failure=failure, batcher=None), min_workers=1, max_workers=1, batch_size=1,
                            max_batch_delay=100, response_timeout=120)
 
 

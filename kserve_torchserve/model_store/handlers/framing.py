@@ -11,6 +11,14 @@ TorchServe's workers too.
     rows:    b"KTR1" | u32 rows | per row: u16 fields | per field: u16 len, name, u32 len, value
     v1:      b"KTV1" | the client's JSON body
     answers: b"KTA1" | u32 rows | per row: u16 status, u8 json, u16 len, phrase, u32 len, body
+
+With batching in front (backend/batcher.py), one TorchServe request carries several client
+requests, each its own rows or v1 frame, and its answer one part per client request: an
+answers frame, or the error body (TorchServe's ``{"code", "type", "message"}``) of a request
+refused alone:
+
+    many:         b"KTM1" | u32 requests | per request: u32 len, a rows or v1 frame
+    many answers: b"KTN1" | u32 requests | per request: u16 status, u32 len, body
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from __future__ import annotations
 import struct
 from typing import Mapping, Sequence
 
-ROWS, V1, ANSWERS = b"KTR1", b"KTV1", b"KTA1"
+ROWS, V1, ANSWERS, MANY, MANY_ANSWERS = b"KTR1", b"KTV1", b"KTA1", b"KTM1", b"KTN1"
 CONTENT_TYPE = "application/octet-stream"
 _U16, _U32 = struct.Struct("!H"), struct.Struct("!I")
 
@@ -45,6 +53,22 @@ def is_rows(body: object) -> bool:
 
 def pack_v1(body: bytes) -> bytes:
     return V1 + body
+
+
+def is_many(body: object) -> bool:
+    return isinstance(body, (bytes, bytearray)) and body[:4] == MANY
+
+
+def pack_many(frames: Sequence[bytes]) -> bytes:
+    parts = [MANY, _U32.pack(len(frames))]
+    for frame in frames:
+        parts += [_U32.pack(len(frame)), frame]
+    return b"".join(parts)
+
+
+def many_size(sizes: int, count: int) -> int:
+    """The bytes of a many frame holding ``count`` frames of ``sizes`` bytes in all."""
+    return 8 + 4 * count + sizes
 
 
 class _Reader:
@@ -101,5 +125,32 @@ def unpack_answers(body: bytes) -> list[Answer]:
         is_json = reader.take(1) == b"\x01"
         phrase = reader.take(reader.u16()).decode("utf-8", "replace")
         answers.append((status, phrase, reader.take(reader.u32()), is_json))
+    reader.done()
+    return answers
+
+
+def unpack_many(body: bytes) -> list[bytes]:
+    """The client requests' frames of a many frame, each a rows or v1 frame."""
+    reader = _Reader(bytes(body), MANY)
+    frames = [reader.take(reader.u32()) for _ in range(reader.u32())]
+    reader.done()
+    if not all(is_rows(frame) for frame in frames):
+        raise FrameError("a many frame holds something other than rows or v1 frames")
+    return frames
+
+
+def pack_many_answers(answers: Sequence[tuple[int, bytes]]) -> bytes:
+    parts = [MANY_ANSWERS, _U32.pack(len(answers))]
+    for status, body in answers:
+        parts += [_U16.pack(status), _U32.pack(len(body)), body]
+    return b"".join(parts)
+
+
+def unpack_many_answers(body: bytes) -> list[tuple[int, bytes]]:
+    reader = _Reader(body, MANY_ANSWERS)
+    answers = []
+    for _ in range(reader.u32()):
+        status = reader.u16()
+        answers.append((status, reader.take(reader.u32())))
     reader.done()
     return answers

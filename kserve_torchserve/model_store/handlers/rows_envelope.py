@@ -18,6 +18,11 @@ status and message, without the traceback TorchServe's worker would log for it (
 mistake is one line in our log, not twenty in TorchServe's); batched with others, each request
 is run again on its own, so the others get their answers.
 
+With batching in front (backend/batcher.py), one TorchServe request carries several client
+requests (``framing.pack_many``): each is handled here as if it were a request of its own in the
+batch (its rows, its refusal, its status), and the answers go back together
+(``framing.pack_many_answers``).
+
 TorchServe's own kserve envelope read ``data[0]`` only and so broke batching; this one
 keeps it.
 """
@@ -25,7 +30,7 @@ keeps it.
 from __future__ import annotations
 
 import io
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from ts.context import RequestProcessor
 from ts.utils.util import PredictionException
@@ -60,6 +65,8 @@ class RowsEnvelope:
         self._handle_fn = handle_fn
 
     def handle(self, data: list[Any], context: Any) -> list[Any] | None:
+        if any(framing.is_many(r.get("body") if isinstance(r, dict) else None) for r in data):
+            return self._handle_many(data, context)
         framed = [framing.is_rows(r.get("body") if isinstance(r, dict) else None) for r in data]
         if not any(framed):
             answered: list[Any] | None = self._handle_fn(data, context)  # nothing of ours in this batch
@@ -72,6 +79,40 @@ class RowsEnvelope:
             if len(data) == 1:
                 return [_refused(context.request_processor[0], exc)]
             return [self._alone(index, data[index], context) for index in range(len(data))]
+
+    def _handle_many(self, data: list[Any], context: Any) -> list[Any]:
+        """Every client request of every many frame as a request of its own in this batch; answered per frame."""
+        original, original_ids = context.request_processor, context.request_ids or {}
+        units: list[Any] = []
+        owners: list[int] = []
+        processors = []
+        for index, request in enumerate(data):
+            body = request.get("body") if isinstance(request, dict) else None
+            if not framing.is_many(body):
+                units.append(request)
+                owners.append(index)
+                processors.append(original[index])
+                continue
+            headers = dict(original[index].get_request_properties())
+            for frame in framing.unpack_many(bytes(cast(bytes, body))):  # our own frame: malformed is a bug, failing the batch
+                units.append({"body": frame})
+                owners.append(index)
+                processors.append(RequestProcessor(dict(headers)))
+        context.request_processor = processors
+        context.request_ids = {i: original_ids.get(owner) for i, owner in enumerate(owners)}
+        try:
+            results = self.handle(units, context) or []
+        finally:
+            context.request_processor, context.request_ids = original, original_ids
+        parts: list[list[tuple[int, bytes]]] = [[] for _ in data]
+        plain: dict[int, Any] = {}
+        many = {owner for owner, request in zip(owners, units) if request is not data[owner]}
+        for owner, result, processor in zip(owners, results, processors):
+            if owner not in many:
+                plain[owner] = result
+                continue
+            parts[owner].append((processor.get_response_status_code() or 200, bytes(result)))
+        return [plain[i] if i in plain else framing.pack_many_answers(parts[i]) for i in range(len(data))]
 
     def _alone(self, index: int, request: Any, context: Any) -> Any:
         """Request ``index`` of the batch through the handler on its own (a batch of one)."""

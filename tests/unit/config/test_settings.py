@@ -18,6 +18,9 @@ def test_defaults_follow_the_runtime_description() -> None:
     assert ts.log_level == "INFO"
     assert settings.fast_path  # v1 :predict and v2 /infer skip FastAPI unless told otherwise
     assert not load_settings(["--disable_fast_path"], env={}).fast_path
+    assert settings.front_batching  # batches made in our process, not by TorchServe, unless told otherwise
+    assert not load_settings(["--torchserve_batching"], env={}).front_batching
+    assert not load_settings(["--request_per_instance"], env={}).front_batching  # no envelope: nothing to batch into
 
 
 def test_cli_extends_kserve_parser() -> None:

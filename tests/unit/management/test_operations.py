@@ -117,3 +117,62 @@ async def test_a_failure_is_forgotten_when_the_model_loads_again() -> None:
     await ops.restore()  # a TorchServe restart tries it again
     broken = ops.registry.find("broken")
     assert broken is not None and broken.ready and broken.failure is None
+
+
+class RecordingAdmin(FakeAdmin):
+    def __init__(self) -> None:
+        super().__init__(set())
+        self.settings: dict[str, tuple[Any, ...]] = {}
+
+    async def register(self, file: str, name: str, version: str, *args: Any) -> None:
+        self.settings[name] = args
+        await super().register(file, name, version, *args)
+
+
+async def test_a_model_batched_in_front_is_registered_with_its_batch_size_and_no_delay() -> None:
+    """Each TorchServe request is a batch already when we batch in front: TorchServe must not wait for more,
+    and keeps the batch size (the handler reads it); our registration keeps the configured delay."""
+    from kserve_torchserve.management.service import batched_in_front
+
+    admin = RecordingAdmin()
+    client: Any = type("Client", (), {"max_request_bytes": None})()
+    for front, name, size in ((True, "front", 8), (False, "torchserve", 8), (True, "single", 1)):
+        ts = parse_ts_env({"TS_BATCH_SIZE": str(size), "TS_MAX_BATCH_DELAY": "50"})
+        ops = operations()
+        ops._entry_for = lambda spec, ts=ts: model_entry(spec, ts, 120)  # type: ignore[misc]
+        ops._make_model = lambda spec, timeout, version, ts=ts, front=front: TorchServeModel(  # type: ignore[misc]
+            spec, client, timeout, 10, version, True,
+            batched_in_front(model_entry(spec, ts, 120)) if front else None)
+        ops.admin = admin  # type: ignore[assignment]
+        ops.add_startup([ModelSpec(name, "1.0", f"{name}.mar", "h")], {})
+        await ops.restore()
+        r = ops.registrations[(name, "1.0")]
+        assert (r.batch_size, r.max_batch_delay) == (size, 50)  # what we serve and describe
+        assert (r.model.batcher is not None) == (name == "front")
+    # register(file, name, version, batch_size, max_batch_delay, min_workers, max_workers, response_timeout)
+    assert admin.settings["front"][:2] == (8, 0)
+    assert admin.settings["torchserve"][:2] == (8, 50)
+    assert admin.settings["single"][:2] == (1, 50)
+    assert batched_in_front({"batchSize": 8, "maxBatchDelay": 5, "minWorkers": 2}) == (8, 5, 2)
+
+
+async def test_scaling_a_model_batched_in_front_changes_the_batches_in_flight() -> None:
+    """A worker takes one batch at a time, and one more waits in TorchServe: workers + 1 batches in flight."""
+    class ScalingAdmin(FakeAdmin):
+        async def scale(self, name: str, version: str, low: int, high: int, synchronous: bool) -> tuple[int, Any]:
+            return 200, {}
+
+    from kserve_torchserve.management.service import batched_in_front
+
+    client: Any = type("Client", (), {"max_request_bytes": None})()
+    ts = parse_ts_env({"TS_BATCH_SIZE": "8"})
+    ops = operations()
+    ops._entry_for = lambda spec: model_entry(spec, ts, 120)
+    ops._make_model = lambda spec, timeout, version: TorchServeModel(
+        spec, client, timeout, 10, version, True, batched_in_front(model_entry(spec, ts, 120)))
+    ops.admin = ScalingAdmin(set())  # type: ignore[assignment]
+    ops.add_startup([ModelSpec("m", "1.0", "m.mar", "h")], {})
+    batcher = ops.registrations[("m", "1.0")].model.batcher
+    assert batcher is not None and batcher.slots == 2
+    await ops.scale("m", None, 3, 3, True)
+    assert batcher.slots == 4

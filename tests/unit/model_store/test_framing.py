@@ -161,3 +161,64 @@ def test_a_handlers_server_error_is_left_to_torchserve() -> None:
 
     with pytest.raises(PredictionException):
         RowsEnvelope(handle).handle([{"body": framing.pack_rows([{"data": b"1"}])}], context(1))
+
+
+def test_many_frames_and_their_answers_round_trip() -> None:
+    frames = [framing.pack_v1(b'{"instances": [1]}'), framing.pack_rows([{"data": b"2"}])]
+    packed = framing.pack_many(frames)
+    assert framing.is_many(packed) and not framing.is_rows(packed)
+    assert framing.unpack_many(packed) == frames and len(packed) == framing.many_size(sum(map(len, frames)), 2)
+    answers = [(200, framing.pack_answers([(200, "", b"1", True)])), (400, b'{"code":400}')]
+    assert framing.unpack_many_answers(framing.pack_many_answers(answers)) == answers
+
+
+@pytest.mark.parametrize("broken", [b"KTM1", b"KTM1\x00\x00\x00\x01\x00\x00\x00\x09KTV1", b"KTM1\x00\x00\x00\x00x",
+                                    framing.pack_many([b"XXXXnot a frame"]), framing.pack_many([framing.pack_many([])])])
+def test_malformed_many_frames_are_refused(broken: bytes) -> None:
+    with pytest.raises(framing.FrameError):
+        framing.unpack_many(broken)
+
+
+def test_each_client_request_of_a_many_frame_is_a_request_of_its_own_in_the_batch() -> None:
+    """Batched in front: the handler sees the rows of every client request of every TorchServe request in
+    one call, each row with its TorchServe request's headers and id; a v1 body a client got wrong is
+    refused alone, a row's status stays its own; answers go back per client request."""
+    seen: list[Any] = []
+
+    def handle(data: list[Any], ctx: Context) -> list[Any]:
+        seen.append((data, [ctx.get_request_header(i, "x-request") for i in range(len(data))],
+                     [ctx.get_request_id(i) for i in range(len(data))]))
+        for i, row in enumerate(data):
+            if row.get("data") == b"bad":  # a string instance reaches the handler as its bytes
+                ctx.set_response_status(422, "rejected: bad", i)
+        return [row["data"].decode() if isinstance(row.get("data"), bytes) else "plain" for row in data]
+
+    many = framing.pack_many([framing.pack_v1(b'{"instances": [1, "bad"]}'), framing.pack_v1(b'{"instances": []}'),
+                              framing.pack_rows([{"data": b"3"}])])
+    ctx = context(3)
+    out = RowsEnvelope(handle).handle([{"body": many}, {"body": framing.pack_v1(b'{"instances": [4]}')},
+                                       {"data": [5]}], ctx)
+    rows, headers, ids = seen[0]
+    assert len(seen) == 1  # one handler call for the whole batch
+    assert rows == [{"data": b"1"}, {"data": b"bad"}, {"data": b"3"}, {"data": b"4"}, {"data": [5]}]
+    assert headers == ["0", "0", "0", "1", "2"] and ids == ["req-0", "req-0", "req-0", "req-1", "req-2"]
+    first, empty, third = framing.unpack_many_answers(out[0])
+    assert first == (200, framing.pack_answers([(200, "", b"1", False), (422, "rejected: bad", b"bad", False)]))
+    assert empty[0] == 400 and '"instances" is empty' in json.loads(empty[1])["message"]
+    assert third == (200, framing.pack_answers([(200, "", b"3", False)]))
+    assert framing.unpack_answers(out[1]) == [(200, "", b"4", False)]
+    assert out[2] == "plain"
+    assert [p.get_response_status_code() for p in ctx.request_processor] == [200, 200, 200]  # the requests' own
+    assert ctx.request_ids == {0: "req-0", 1: "req-1", 2: "req-2"}  # restored
+
+
+def test_a_handlers_client_error_fails_only_the_client_request_of_a_many_frame_it_came_from() -> None:
+    calls: list[list[Any]] = []
+    many = framing.pack_many([framing.pack_rows([{"data": b"1"}]), framing.pack_rows([{"data": b"bad"}]),
+                              framing.pack_rows([{"data": b"3"}])])
+    out = RowsEnvelope(_refusing(calls)).handle([{"body": many}], context(1))
+    answers = framing.unpack_many_answers(out[0])
+    assert [status for status, _ in answers] == [200, 400, 200]
+    assert json.loads(answers[1][1])["message"] == "expected a number"
+    assert framing.unpack_answers(answers[0][1]) == [(200, "", b"ok", False)]
+    assert len(calls) == 4  # the batch, then each client request alone
