@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import (RESULTS, Processes, add_tag_option, cpu_times, direct_model, measure, terminate,  # noqa: E402
-                            w1_workload)
+from benchmarks.run import (RESULTS, Processes, add_tag_option, cpu_seconds, cpu_times, direct_model,  # noqa: E402
+                            measure, terminate, w1_workload)
 from benchmarks.sweeps import BATCH_ENV  # noqa: E402
 from tests.helpers import Server  # noqa: E402
 
@@ -210,7 +210,8 @@ def main() -> int:
             if args.spy:
                 RESULTS.mkdir(parents=True, exist_ok=True)
                 stacks = RESULTS / f"{stem}.stacks.txt"
-                target = server.proc.pid if args.spy_on == "ours" else procs.groups["workers"][0]
+                # The worker this api loaded (TorchServe may run a second: run.direct_model's copy).
+                target = server.proc.pid if args.spy_on == "ours" else max(procs.groups["workers"], key=cpu_seconds)
                 spy(target, args.seconds, stacks, run)
                 result["py_spy"] = busiest(stacks, args.top)
                 for kind in ("own", "inclusive"):

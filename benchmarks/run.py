@@ -1,7 +1,8 @@
 """Throughput and latency, side by side in one run: ours vs TorchServe called directly vs in-process.
 
 Systems, on the same model and payload, against one server of ours (whose TorchServe,
-with the same config.properties, is also called directly):
+with the same config.properties, is also called directly, on a copy of the model that
+TorchServe batches itself as the server was configured: direct_model):
   ours-v1-rest, ours-v2-rest (wrk), ours-v2-grpc (grpc.aio closed loop)
   ts-rest (wrk, /predictions/{m}), ts-grpc (grpc.aio, Predictions)
   in-process: the same model and pre/post-processing in a plain loop (the limit)
@@ -124,11 +125,17 @@ def _children(pid: int) -> list[int]:
 class Processes:
     """CPU time of our server, TorchServe's java and its workers."""
 
+    _java: int | None = None
+
     def __init__(self, server: Server) -> None:
-        java = server.java_pid()
-        self.groups = {"ours": [server.proc.pid], "java": [java], "workers": _children(java)}
+        self._java = server.java_pid()
+        self.groups = {"ours": [server.proc.pid], "java": [self._java], "workers": _children(self._java)}
 
     def snapshot(self) -> dict[str, float]:
+        # TorchServe's workers as they are now: direct_model may have registered a copy of the model (its
+        # worker is counted from its start, which is before any window: it registers before warm-up).
+        if self._java is not None:
+            self.groups["workers"] = _children(self._java)
         return {name: cpu_of(pids) for name, pids in self.groups.items()}
 
 
@@ -225,27 +232,32 @@ def direct_model(server: Server, model: str) -> str:
     return name
 
 
-def settled(server: Server, model: str, body: bytes, ctype: str) -> Callable[[], None]:
-    """A barrier between loads: one request straight to TorchServe, answered only once every job
-    queued before it is done. A closed loop that stops leaves its last requests queued in TorchServe
-    (it does not drop a job whose client went away), and a compute-bound model (W2) takes seconds
-    to work them off: without the barrier the next load meets a full queue (503s) or a backlog."""
+def settled(server: Server, model: str, body: bytes, ctype: str, v1_body: bytes | None = None) -> Callable[[], None]:
+    """A barrier between loads: one request through each queue a load can leave behind, answered only once
+    every request queued before it is done. A closed loop that stops leaves its last requests queued (in
+    our batcher, backend/batcher.py, then in TorchServe, which does not drop a job whose client went
+    away), and a compute-bound model (W2) takes seconds to work them off: without the barrier the next
+    load meets a full queue (503s) or a backlog, and is charged for it. ``v1_body``: our batcher's
+    queue too (a v1 predict through the server, which queues behind it); then TorchServe's, for our
+    registration and for the copy called directly (direct_model)."""
     import requests
 
     props, key = server.torchserve()
     models = sorted({model, direct_model(server, model)})  # ours in TorchServe, and the copy called directly
+    queues = [(f"{server.url}/v1/models/{model}:predict", v1_body, {"Content-Type": "application/json"})] if v1_body else []
+    queues += [(f"{props['inference_address']}/predictions/{name}", body,
+                {"Authorization": f"Bearer {key}", "Content-Type": ctype}) for name in models]
 
     def wait() -> None:
-        for name in models:
+        for url, data, headers in queues:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:  # a 503 (queue full) says nothing about the backlog: again
-                answer = requests.post(f"{props['inference_address']}/predictions/{name}", data=body, timeout=300,
-                                       headers={"Authorization": f"Bearer {key}", "Content-Type": ctype})
+                answer = requests.post(url, data=data, timeout=300, headers=headers)
                 if answer.ok:
                     break
                 time.sleep(0.5)
             else:
-                raise RuntimeError(f"TorchServe did not work off its queue in 300 s (last answer {answer.status_code})")
+                raise RuntimeError(f"{url} did not work off its queue in 300 s (last answer {answer.status_code})")
 
     return wait
 
@@ -377,7 +389,7 @@ def bench_server(name: str, workload: dict[str, Any], env: dict[str, str], level
             load.grpc_ts(ts_grpc, direct, workload["ts_row"], key, level, seconds))
         # Each point starts on TorchServe's empty queue, not behind its own warm-up's or the previous
         # system's leftovers (measure); before this, ours over gRPC measured W2 behind ts-rest's.
-        queue = settled(server, model, workload["ts_body"], rest_targets["ts-rest"][2])
+        queue = settled(server, model, workload["ts_body"], rest_targets["ts-rest"][2], v1)
         results["systems"] = interleaved(levels, repeats, list(calls),
                                          lambda system, level: measure(lambda: calls[system](level), procs, queue),
                                          name)

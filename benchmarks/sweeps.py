@@ -123,7 +123,8 @@ def batching(workloads: dict[str, dict[str, Any]], work: Path, seconds: float, r
             procs.groups["inprocess"] = [inprocess.proc.pid]
             systems = systems_for(server, workload, inprocess)
             ctype = "application/json" if workload["model"] == "digits" else "application/octet-stream"
-            queue = settled(server, workload["model"], workload["ts_body"], ctype)
+            queue = settled(server, workload["model"], workload["ts_body"], ctype,
+                            json.dumps({"instances": [workload["instance"]]}).encode())
 
             def barrier() -> None:
                 queue()

@@ -20,8 +20,8 @@ is run again on its own, so the others get their answers.
 
 With batching in front (backend/batcher.py), one TorchServe request carries several client
 requests (``framing.pack_many``): each is handled here as if it were a request of its own in the
-batch (its rows, its refusal, its status), and the answers go back together
-(``framing.pack_many_answers``).
+batch (its rows, its refusal, its status), at most batch size of them per handler call, and the
+answers go back together (``framing.pack_many_answers``).
 
 TorchServe's own kserve envelope read ``data[0]`` only and so broke batching; this one
 keeps it.
@@ -94,14 +94,21 @@ class RowsEnvelope:
                 processors.append(original[index])
                 continue
             headers = dict(original[index].get_request_properties())
-            for frame in framing.unpack_many(bytes(cast(bytes, body))):  # our own frame: malformed is a bug, failing the batch
+            # Our own frame: a malformed one is a bug, and fails the batch.
+            for frame in framing.unpack_many(bytes(cast(bytes, body))):
                 units.append({"body": frame})
                 owners.append(index)
                 processors.append(RequestProcessor(dict(headers)))
-        context.request_processor = processors
-        context.request_ids = {i: original_ids.get(owner) for i, owner in enumerate(owners)}
+        ids = [original_ids.get(owner) for owner in owners]
+        # TorchServe may hand a worker two of our batches at once (even at delay 0 it takes a job already
+        # queued behind the first): the handler still gets at most batch size client requests per call.
+        size = int((getattr(context, "system_properties", None) or {}).get("batch_size") or 0) or len(units)
+        results: list[Any] = []
         try:
-            results = self.handle(units, context) or []
+            for start in range(0, len(units), size):
+                context.request_processor = processors[start:start + size]
+                context.request_ids = dict(enumerate(ids[start:start + size]))
+                results += self.handle(units[start:start + size], context) or []
         finally:
             context.request_processor, context.request_ids = original, original_ids
         parts: list[list[tuple[int, bytes]]] = [[] for _ in data]

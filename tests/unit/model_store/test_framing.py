@@ -222,3 +222,24 @@ def test_a_handlers_client_error_fails_only_the_client_request_of_a_many_frame_i
     assert json.loads(answers[1][1])["message"] == "expected a number"
     assert framing.unpack_answers(answers[0][1]) == [(200, "", b"ok", False)]
     assert len(calls) == 4  # the batch, then each client request alone
+
+
+def test_two_many_frames_in_one_worker_batch_reach_the_handler_at_most_batch_size_client_requests_at_a_time() -> None:
+    """TorchServe at delay 0 still hands a worker a second job already queued: 2 x 3 client requests with
+    batch size 4 are two handler calls (4, then 2), each request answered in its own frame."""
+    calls: list[list[Any]] = []
+
+    def handle(data: list[Any], ctx: Context) -> list[Any]:
+        calls.append(data)
+        return [row["data"].decode() + f"@{ctx.get_request_id(i)}" for i, row in enumerate(data)]
+
+    ctx = Context("m", "/tmp", {"model": {"modelVersion": "1.0"}}, 4, None, "0.12.0")
+    ctx.request_processor = [RequestProcessor({}) for _ in range(2)]
+    ctx.request_ids = {0: "job-0", 1: "job-1"}
+    jobs = [{"body": framing.pack_many([framing.pack_rows([{"data": b"%d" % (3 * j + k)}]) for k in range(3)])}
+            for j in range(2)]
+    out = RowsEnvelope(handle).handle(jobs, ctx)
+    assert [len(c) for c in calls] == [4, 2]
+    answers = [framing.unpack_answers(body)[0][2] for job in out for _, body in framing.unpack_many_answers(job)]
+    assert answers == [b"0@job-0", b"1@job-0", b"2@job-0", b"3@job-1", b"4@job-1", b"5@job-1"]
+    assert ctx.request_ids == {0: "job-0", 1: "job-1"}
