@@ -2,14 +2,13 @@
 
 Why: TorchServe's own batcher pays per request, not per batch. Java parses, queues and
 answers every HTTP request, and the worker decodes and encodes every one; our process pays
-one upstream exchange per client request. With batching on (W1, batch 8), those per-request
-costs were most of what Java and the worker spent, and the exchange a third of ours
-(benchmarks/README.md has the figures). Here the batch is made before TorchServe: up to
-``size`` client requests go as one request (``framing.pack_many``), which TorchServe, told
-batch size 1, hands straight to a worker, where our envelope (rows_envelope.py) treats each
-client request as a request of its own in the batch, so the handler sees the same batches as
-with TorchServe's batcher: at most ``size`` client requests, and a request waits at most
-``delay_s`` for others.
+one upstream exchange per client request: with batching on (W1, batch 8), Java's 0.09 ms per
+request, most of the worker's 0.17 and part of our 0.10 (benchmarks/README.md has the figures).
+Here the batch is made before TorchServe: up to ``size`` client requests go as one request
+(``framing.pack_many``), which TorchServe, told max batch delay 0 (registration.py), hands
+straight to a worker, where our envelope (rows_envelope.py) treats each client request as a
+request of its own in the batch, so the handler sees the same batches as with TorchServe's
+batcher: at most ``size`` client requests, and a request waits at most ``delay_s`` for others.
 
 Like TorchServe's batcher, a batch goes when it is full or its oldest request has waited
 ``delay_s``, and only when a worker can take it: at most ``slots`` batches are in flight

@@ -52,7 +52,7 @@ class TorchServeModel(kserve.Model):  # type: ignore[misc]
         # worker (True), or one per row (False); benchmarks/README.md has the figures.
         self.per_request = per_request
         # (batch size, max batch delay in ms, workers): batch predictions here rather than in TorchServe
-        # (backend/batcher.py), which is then told batch size 1; None: TorchServe batches, if at all.
+        # (backend/batcher.py), TorchServe then registering it with delay 0; None: TorchServe batches, if at all.
         self.batcher: Batcher | None = None
         if batching is not None and per_request:
             size, delay_ms, workers = batching
