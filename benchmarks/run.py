@@ -185,12 +185,17 @@ def interleaved(levels: list[int], rounds: int, systems: list[str],
                 point: Callable[[str, int], dict[str, Any]], label: str = "") -> dict[str, dict[int, Any]]:
     """``point(system, level)`` for every level, in ``rounds`` rounds of every system in turn (a slow
     moment of this shared VM then hits every system alike); per system and level, the median round by
-    req/s, with every round's req/s. Every benchmark's rounds go through here."""
+    req/s, with every round's req/s. Every benchmark's rounds go through here.
+
+    Each round starts one system later than the one before, so no system always follows the same
+    one: what a load leaves behind moves the next system's figure (a gRPC closed loop cost the REST
+    system after it 5%, benchmarks/README.md), and with a fixed order it was always the same system's."""
     results: dict[str, dict[int, Any]] = {s: {} for s in systems}
     for level in levels:
         points: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
-        for _ in range(rounds):
-            for system in systems:
+        for index in range(rounds):
+            shift = index % len(systems)
+            for system in systems[shift:] + systems[:shift]:
                 points[system].append(point(system, level))
         for system, runs in points.items():
             median = sorted(runs, key=lambda p: p["rps"])[len(runs) // 2]

@@ -77,8 +77,9 @@ def test_a_closed_loop_rates_its_calls_over_the_time_they_took_not_the_nominal_w
 
 
 def test_rounds_interleave_the_systems_and_keep_each_ones_median_round() -> None:
-    """run.interleaved, the one rounds loop of every benchmark: systems in turn, round after round, and
-    per system and level the median round by req/s with every round's req/s beside it."""
+    """run.interleaved, the one rounds loop of every benchmark: systems in turn, round after round, each
+    round starting one system later, and per system and level the median round by req/s with every
+    round's req/s beside it."""
     from benchmarks.run import interleaved
 
     calls: list[tuple[str, int]] = []
@@ -89,7 +90,8 @@ def test_rounds_interleave_the_systems_and_keep_each_ones_median_round() -> None
         return {"rps": rates[system][sum(1 for s, lv in calls if s == system and lv == level) - 1], "errors": 0}
 
     results = interleaved([1, 4], 3, ["a", "b"], point, "W0")
-    assert calls == [("a", 1), ("b", 1)] * 3 + [("a", 4), ("b", 4)] * 3
+    assert calls == [("a", 1), ("b", 1), ("b", 1), ("a", 1), ("a", 1), ("b", 1),
+                     ("a", 4), ("b", 4), ("b", 4), ("a", 4), ("a", 4), ("b", 4)]
     assert results["a"][1]["rps"] == 20.0 and results["a"][1]["rounds_rps"] == [30.0, 10.0, 20.0]
     assert results["b"][4]["rps"] == 6.0 and results["b"][4]["rounds_rps"] == [5.0, 7.0, 6.0]
 
