@@ -30,22 +30,32 @@ class LoadFailures:
     def __init__(self) -> None:
         self._stated: dict[str, str] = {}  # worker model key -> TorchServe's "Failed to load model" words
         self._raised: dict[str, str] = {}  # worker model key -> the last exception line
+        self._fresh: set[str] = set()  # keys whose current attempt has said nothing yet
 
     def feed(self, line: str) -> None:
         match = _WORKER_LINE.search(line)
         if match is None:
             return
         key, text = match["worker"], match["text"].strip()
-        if text.startswith("Torch worker started."):  # a new attempt: what an older one said is stale
-            self._stated.pop(key, None)
-            self._raised.pop(key, None)
+        if text.startswith("Torch worker started."):
+            # A new attempt: its own words will replace the last attempt's, which stand until then.
+            # (Forgetting them here lost the reason when TorchServe's retry started between its
+            # failed answer and our reading of the reason: the CI run of 9b2c467.)
+            if len(self._fresh) >= _MAX_MODELS:  # bounded; a cleared mark only lets a stale reason stand longer
+                self._fresh.clear()
+            self._fresh.add(key)
             return
         stated = _LOAD_FAILED.match(text)
+        raised = _EXCEPTION.match(text) if stated is None and not _RERAISED.match(text) else None
+        if stated is None and raised is None:
+            return
+        if key in self._fresh:  # the new attempt's first words: the last attempt's are stale now
+            self._fresh.discard(key)
+            self._stated.pop(key, None)
+            self._raised.pop(key, None)
         if stated is not None:
             self._remember(self._stated, key, stated["why"].strip())
-            return
-        raised = _EXCEPTION.match(text)
-        if raised is not None and not _RERAISED.match(text):
+        else:
             self._remember(self._raised, key, text)
 
     @staticmethod

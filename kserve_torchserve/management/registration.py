@@ -18,7 +18,7 @@ from ..model_store.stage import Staged
 from ..serving.model import TorchServeModel
 
 logger = logging.getLogger(__name__)
-_REASON_WAIT_S = 1.0  # TorchServe's answer can overtake the worker's last log lines on their way to us
+_REASON_WAIT_S = 5.0  # TorchServe's answer can overtake the worker's last log lines on their way to us
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,14 @@ def test_an_uncaught_error_is_the_last_exception_line() -> None:
     assert failures.reason("broken", "1.0") == "ModuleNotFoundError: No module named 'transformers'"
 
 
-def test_a_new_attempt_forgets_the_old_one_and_other_lines_are_ignored() -> None:
+def test_a_new_attempt_replaces_the_old_ones_reason_once_it_gives_one_and_other_lines_are_ignored() -> None:
+    """TorchServe retries a failed worker at once: its new attempt may start between TorchServe's failed
+    answer and our reading of the reason, which must then still be the last attempt's."""
     failures = LoadFailures()
     failures.feed(_W + "Failed to load model broken, exception first")
     failures.feed(_W + "Torch worker started.")
     failures.feed("[INFO ] main ModelServer - RuntimeError: not a worker line")
-    assert failures.reason("broken", "1.0") is None
+    assert failures.reason("broken", "1.0") == "first"  # the new attempt has said nothing yet
+    failures.feed(_W + "Traceback (most recent call last):")
+    failures.feed(_W + "ValueError: second")
+    assert failures.reason("broken", "1.0") == "ValueError: second"  # the old attempt's words are gone
