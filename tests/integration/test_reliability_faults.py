@@ -228,6 +228,7 @@ def test_a_model_that_crashes_on_load_is_not_ready_with_its_reason_and_the_other
     key = json.loads((faults.work_dir / "key_file.json").read_text())["management"]["key"]
     described = requests.get(f"{props['management_address']}/models/broken",
                              headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert described.status_code == 200, (described.status_code, described.text[:500])  # says what TorchServe said
     (description,) = described.json()
     assert (description["minWorkers"], description["maxWorkers"], description["workers"]) == (0, 0, []), description
 
