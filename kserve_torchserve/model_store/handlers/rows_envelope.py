@@ -85,6 +85,7 @@ class RowsEnvelope:
         original, original_ids = context.request_processor, context.request_ids or {}
         units: list[Any] = []
         owners: list[int] = []
+        many: set[int] = set()  # the requests that are many frames (the others are answered as they are)
         processors = []
         for index, request in enumerate(data):
             body = request.get("body") if isinstance(request, dict) else None
@@ -93,6 +94,7 @@ class RowsEnvelope:
                 owners.append(index)
                 processors.append(original[index])
                 continue
+            many.add(index)
             headers = dict(original[index].get_request_properties())
             # Our own frame: a malformed one is a bug, and fails the batch.
             for frame in framing.unpack_many(bytes(cast(bytes, body))):
@@ -113,7 +115,6 @@ class RowsEnvelope:
             context.request_processor, context.request_ids = original, original_ids
         parts: list[list[tuple[int, bytes]]] = [[] for _ in data]
         plain: dict[int, Any] = {}
-        many = {owner for owner, request in zip(owners, units) if request is not data[owner]}
         for owner, result, processor in zip(owners, results, processors):
             if owner not in many:
                 plain[owner] = result
