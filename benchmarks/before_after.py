@@ -78,13 +78,14 @@ def instance() -> list[float]:
 
 
 def start_pair(work: Path, store: Path, revision: str, prefix: str, servers: list[Server], model: str = "mlp",
-               after_args: Sequence[str] = (), before_args: Sequence[str] = ()) -> None:
-    """The working tree's server and ``revision``'s, both on ``store`` with batching on, appended to
-    ``servers`` as they start (so the caller's ``finally`` stops whatever did start); ``*_args``: flags for each."""
+               after_args: Sequence[str] = (), before_args: Sequence[str] = (), batch: int = 8) -> None:
+    """The working tree's server and ``revision``'s, both on ``store`` with batching on (``batch`` 1: off),
+    appended to ``servers`` as they start (so the caller's ``finally`` stops whatever did start);
+    ``*_args``: flags for each."""
     before_code = _export(revision, work / f"{prefix}-before-code")
     for label, extra, args in (("after", {}, after_args), ("before", {"PYTHONPATH": str(before_code)}, before_args)):
         (work / f"{prefix}-{label}").mkdir()
-        servers.append(Server(store, work / f"{prefix}-{label}", model_name=model, env={**BATCH_ENV, **extra},
+        servers.append(Server(store, work / f"{prefix}-{label}", model_name=model, env={**BATCH_ENV, "TS_BATCH_SIZE": str(batch), **extra},
                               args=args))
 
 

@@ -6,7 +6,8 @@ systems called by the same grpc.aio closed loop, interleaved rounds:
   ours-v2-grpc     kserve's gRPC server -> DataPlane -> our model -> TorchServe REST;
   python-forward   the leanest Python front (benchmarks/grpc_fronts.py forward): grpc.aio,
                    one proto in, one REST call to the same TorchServe, one proto out;
-  python-echo      grpc.aio answering a fixed response, no upstream (the bare gRPC cost).
+  python-echo      grpc.aio answering a fixed response, no upstream (the bare gRPC cost);
+  python-echo-sync the same on grpc's synchronous server (thread pool): a way out of grpc.aio?
 For each: req/s, p50, and CPU ms per request of the front, Java, the workers and the
 load generator. On a machine where all of them share the cores, req/s follows the sum.
 
@@ -94,7 +95,7 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_ar
         try:
             server.wait_ready(timeout=300)
             props, key = server.torchserve()
-            for kind, port in zip(("echo", "forward"), free_ports(2)):
+            for kind, port in zip(("echo", "forward", "echo-sync"), free_ports(3)):
                 proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "grpc_fronts.py"), kind, str(port),
                                          str(server.work_dir)])
                 fronts[f"python-{kind}"] = (proc, port)
@@ -109,7 +110,7 @@ def run(levels: list[int], rounds: int, seconds: float, warmup: float, server_ar
                     return asyncio.run(load.grpc_ts(ts_target, w1["model"], w1["ts_row"], key, level, secs))
                 return asyncio.run(load.grpc_ours(f"127.0.0.1:{targets[system]}", w1["model"], w1, level, secs))
 
-            systems = ["ts-grpc", "ours-v2-grpc", "python-forward", "python-echo"]
+            systems = ["ts-grpc", "ours-v2-grpc", "python-forward", "python-echo", "python-echo-sync"]
             for system in systems:  # Java's JIT compiles both its gRPC and REST paths before anything is measured
                 call(system, 8, warmup)
             def point(system: str, level: int) -> dict[str, Any]:

@@ -2,13 +2,16 @@
 
   python benchmarks/grpc_fronts.py echo    <port> <torchserve work dir>
   python benchmarks/grpc_fronts.py forward <port> <torchserve work dir>
+  python benchmarks/grpc_fronts.py echo-sync <port> <torchserve work dir>
 
 ``echo`` parses a ModelInferRequest and answers a fixed ModelInferResponse: the CPU
 cost of grpc.aio itself, with no upstream call. ``forward`` sends the first FP32 input
 as one row to TorchServe's REST API through our own client (kserve_torchserve.backend.client,
 keep-alive HTTP/1.1) and wraps the answer in a response: everything a gRPC front must
 do, and nothing else (no kserve servicer, DataPlane, interceptors, codec, metrics or
-error mapping). benchmarks/grpc_floor.py runs them beside ours and TorchServe's gRPC.
+error mapping). ``echo-sync`` is ``echo`` on grpc's synchronous server (a thread pool with a
+thread per call in flight, as a front waiting on TorchServe would need): whether leaving
+grpc.aio would lower the floor. benchmarks/grpc_floor.py runs them beside ours and TorchServe's gRPC.
 Benchmark code only: it serves the digits MLP's request shape and nothing more.
 """
 
@@ -19,7 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
 import uvloop
+from concurrent import futures
 from grpc import aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -40,6 +45,24 @@ def _response(request: pb.ModelInferRequest, values: list[float]) -> pb.ModelInf
 class Echo(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         return _response(request, [0.1] * 10)
+
+
+class SyncEcho(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        return _response(request, [0.1] * 10)
+
+
+# A synchronous front blocks a thread per call while TorchServe answers: as many as the
+# closed loops' largest concurrency (grpc_floor.py's levels) can be in flight.
+SYNC_THREADS = 32
+
+
+def serve_sync(port: int) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=SYNC_THREADS))
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(SyncEcho(), server)
+    server.add_insecure_port(f"{LOOPBACK}:{port}")
+    server.start()
+    server.wait_for_termination()
 
 
 class Forward(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -71,6 +94,9 @@ async def serve(kind: str, port: int, work_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("echo", "forward"):
+    if len(sys.argv) != 4 or sys.argv[1] not in ("echo", "forward", "echo-sync"):
         raise SystemExit(__doc__)
-    uvloop.run(serve(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])))
+    if sys.argv[1] == "echo-sync":
+        serve_sync(int(sys.argv[2]))
+    else:
+        uvloop.run(serve(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])))

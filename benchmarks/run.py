@@ -220,7 +220,10 @@ def direct_model(server: Server, model: str) -> str:
     batch size 1), the model itself is returned."""
     import requests
 
-    ours = requests.get(f"{server.url}/models/{model}", timeout=30).json()[0]
+    described = requests.get(f"{server.url}/models/{model}", timeout=30)
+    if described.status_code == 404:
+        return model  # a revision from before batching in front (and this endpoint): TorchServe batches as configured
+    ours = described.json()[0]
     props, key = server.torchserve("management")
     auth = {"Authorization": f"Bearer {key}"}
     theirs = requests.get(f"{props['management_address']}/models/{model}", headers=auth, timeout=30).json()[0]

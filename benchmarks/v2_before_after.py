@@ -16,7 +16,7 @@ printed, to show it settled), then interleaved rounds, the median by req/s repor
 process's CPU per request; each "ours" as a ratio to its own TorchServe called directly.
 
   .venv/bin/python benchmarks/v2_before_after.py [--before REV] [--rounds 3] [--seconds 6] [--warmup 10]
-      [--apis v2-rest v2-grpc] [--after-args="--torchserve_batching"] [--before-args=...] [--tag NAME]
+      [--apis v2-rest v2-grpc] [--after-args="--torchserve_batching"] [--before-args=...] [--batch 8] [--tag NAME]
 Writes benchmarks/results/<date>-v2-before-after[-NAME].json and prints a table.
 """
 
@@ -45,14 +45,14 @@ APIS = ("v1-rest", "v2-rest", "v2-grpc")
 
 def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency: int,
         apis: tuple[str, ...] = ("v2-rest", "v2-grpc"), after_args: tuple[str, ...] = (),
-        before_args: tuple[str, ...] = ()) -> dict[str, Any]:
+        before_args: tuple[str, ...] = (), batch: int = 8) -> dict[str, Any]:
     workload = w1_workload()
     model = workload["model"]
     servers: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
             start_pair(Path(tmp), workload["storage"], revision, "v2", servers, model=model, after_args=after_args,
-                       before_args=before_args)
+                       before_args=before_args, batch=batch)
             for server in servers:
                 server.wait_ready(timeout=300)
             after, before = servers
@@ -78,7 +78,7 @@ def run(revision: str, rounds: int, seconds: float, warmup_s: float, concurrency
     return {"revision_before": revision, "after_args": list(after_args), "before_args": list(before_args),
             "workload": "W1 digits MLP, 64 floats", "apis": list(apis),
             "concurrency": concurrency,
-            "env": "batch 8 / 5 ms", "rounds": rounds, "seconds": seconds,
+            "env": f"batch {batch} / 5 ms" if batch > 1 else "batch 1", "rounds": rounds, "seconds": seconds,
             "warmup_java_ms_per_request": settling, "systems": points}
 
 
@@ -89,13 +89,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8, help="TS_BATCH_SIZE of both servers (1: batching off)")
     parser.add_argument("--apis", nargs="+", choices=APIS, default=["v2-rest", "v2-grpc"])
     parser.add_argument("--after-args", default="", help="flags for the working tree's server, e.g. --torchserve_batching")
     parser.add_argument("--before-args", default="", help="flags for the revision's server")
     add_tag_option(parser)
     args = parser.parse_args()
     report = run(args.before, args.rounds, args.seconds, args.warmup, args.concurrency, tuple(args.apis),
-                 tuple(args.after_args.split()), tuple(args.before_args.split()))
+                 tuple(args.after_args.split()), tuple(args.before_args.split()), args.batch)
     write_report(report, "v2-before-after" + args.tag, show)
     return 0
 

@@ -222,15 +222,21 @@ def test_a_model_that_crashes_on_load_is_not_ready_with_its_reason_and_the_other
     # has not yet scaled the model to no worker (1 here when idle; a loaded CI host can reach the retry).
     assert attempts <= 2, f"TorchServe started broken's worker {attempts} times during start-up"
     assert len(started.findall(faults.log())) == attempts  # none since start-up
-    # Bounded for good, not only for these 3 s: TorchServe keeps its entry scaled to no worker at all,
-    # so nothing of it can be retried later (its back-off grows to minutes).
+    # Bounded for good, not only for these 3 s: after the failed registration TorchServe unregisters the
+    # version (ApiUtils' onError -> ModelManager.unregisterModel); when scaling its failed worker down
+    # does not answer 200 there, it puts the entry back scaled to no worker at all. Which of the two
+    # happens is a race inside TorchServe; in neither can a worker of it be retried later.
     props = parse_properties((faults.work_dir / "config.properties").read_text())
     key = json.loads((faults.work_dir / "key_file.json").read_text())["management"]["key"]
     described = requests.get(f"{props['management_address']}/models/broken",
                              headers={"Authorization": f"Bearer {key}"}, timeout=10)
-    assert described.status_code == 200, (described.status_code, described.text[:500])  # says what TorchServe said
-    (description,) = described.json()
-    assert (description["minWorkers"], description["maxWorkers"], description["workers"]) == (0, 0, []), description
+    if described.status_code == 404:
+        assert "broken" in described.json()["message"], described.text[:500]  # unregistered: nothing to retry
+    else:
+        assert described.status_code == 200, (described.status_code, described.text[:500])  # what TorchServe said
+        (description,) = described.json()
+        assert (description["minWorkers"], description["maxWorkers"], description["workers"]) == (0, 0, []), \
+            description
 
 
 # -- row 11 -----------------------------------------------------------------------------------------
