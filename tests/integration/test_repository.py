@@ -97,6 +97,32 @@ def test_unload_and_load_again_and_again(server: Server, models_dir: Path, digit
     assert requests.post(f"{server.url}/v2/repository/models/again/unload", timeout=30).status_code == 404
 
 
+def test_a_model_that_cannot_load_is_refused_with_its_reason_and_loads_once_fixed(
+        server: Server, models_dir: Path, digits: dict[str, Any]) -> None:
+    """The agent loads a TrainedModel whose workers crash while loading, twice: each time an error
+    that says why, and nothing of it served or left in TorchServe (which itself either unregisters
+    a failed registration or keeps it at no worker: a race in its ModelManager). The fixed files
+    then load under the same name and serve."""
+    target = models_dir / "phoenix"
+    build_mar(ASSETS / "faults" / "crash_on_load_handler.py", "phoenix", target)
+    (target / "SUCCESS.0123abcd").write_text("{}")
+    reason = "cannot load: weights file model.bin is missing (crashing on purpose)"
+    for _ in range(2):
+        status, body = agent_load(server, "phoenix")
+        assert status == 500 and reason in body["error"], (status, body)
+        assert http("GET", f"{server.url}/v2/models/phoenix/ready")[0] == 404
+        index = {row["name"] for row in http("POST", f"{server.url}/v2/repository/index", raw=b"")[1]}
+        assert "phoenix" not in index
+    props, key = server.torchserve("management")
+    described = requests.get(f"{props['management_address']}/models/phoenix",
+                             headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert described.status_code == 404, described.text[:300]  # nothing half-registered in TorchServe
+    agent_downloads(models_dir, "phoenix", digits)  # the fixed files replace the broken ones
+    assert agent_load(server, "phoenix") == (200, {"name": "phoenix", "load": True})
+    assert http("POST", f"{server.url}/v1/models/phoenix:predict", {"instances": [[0.0] * 64]})[0] == 200
+    assert http("GET", f"{server.url}/v2/health/ready")[0] == 200
+
+
 def test_loading_a_served_model_reloads_it_without_a_failed_request(server: Server, models_dir: Path,
                                                                       digits: dict[str, Any]) -> None:
     target = models_dir / "reloaded"
