@@ -85,8 +85,8 @@ def start_pair(work: Path, store: Path, revision: str, prefix: str, servers: lis
     before_code = _export(revision, work / f"{prefix}-before-code")
     for label, extra, args in (("after", {}, after_args), ("before", {"PYTHONPATH": str(before_code)}, before_args)):
         (work / f"{prefix}-{label}").mkdir()
-        servers.append(Server(store, work / f"{prefix}-{label}", model_name=model, env={**BATCH_ENV, "TS_BATCH_SIZE": str(batch), **extra},
-                              args=args))
+        env = {**BATCH_ENV, "TS_BATCH_SIZE": str(batch), **extra}
+        servers.append(Server(store, work / f"{prefix}-{label}", model_name=model, env=env, args=args))
 
 
 Systems = dict[str, tuple[Callable[[int, float], dict[str, Any]], Processes]]
