@@ -44,6 +44,7 @@ class _Pids(Processes):
     """CPU of a process that is not one of our servers (the in-process kserve.Model)."""
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
+        self._java = None
         self.groups = groups
 
 

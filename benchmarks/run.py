@@ -125,7 +125,7 @@ def _children(pid: int) -> list[int]:
 class Processes:
     """CPU time of our server, TorchServe's java and its workers."""
 
-    _java: int | None = None
+    _java: int | None  # None: no TorchServe to re-read workers from (before_after._Pids)
 
     def __init__(self, server: Server) -> None:
         self._java = server.java_pid()

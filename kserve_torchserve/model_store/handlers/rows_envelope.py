@@ -104,7 +104,7 @@ class RowsEnvelope:
         ids = [original_ids.get(owner) for owner in owners]
         # TorchServe may hand a worker two of our batches at once (even at delay 0 it takes a job already
         # queued behind the first): the handler still gets at most batch size client requests per call.
-        size = int((getattr(context, "system_properties", None) or {}).get("batch_size") or 0) or len(units)
+        size = int((getattr(context, "system_properties", None) or {}).get("batch_size") or 0) or max(len(units), 1)
         results: list[Any] = []
         try:
             for start in range(0, len(units), size):
