@@ -100,17 +100,18 @@ async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_dropped() ->
 async def test_each_request_on_a_kept_alive_connection_has_its_own_deadline() -> None:
     """One timer per connection: a later request is not cut at an earlier one's deadline, and a shorter
     timeout than the one before still ends in time."""
-    delays = [0.0, 0.25, 0.0, 30.0]  # how long the server takes to answer each request
+    delays = [0.0, 0.5, 0.0, 30.0]  # how long the server takes to answer each request
 
     async def paced(request: bytes, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(delays.pop(0))
         writer.write(_ok(b"ok"))
 
+    # Margins of 0.3 s and more, so that a busy machine's late event loop cannot decide the test.
     async with _pool_for(paced) as (pool, connections):
-        assert await pool.request("POST", "/p", b"", {}, 0.3) == (200, b"ok")
-        await asyncio.sleep(0.2)  # the first request's 0.3 s end while the second is in flight
-        assert await pool.request("POST", "/p", b"", {}, 0.3) == (200, b"ok")
-        await asyncio.sleep(0.1)  # the second's deadline passes: the connection has no timer now
+        assert await pool.request("POST", "/p", b"", {}, 0.6) == (200, b"ok")
+        await asyncio.sleep(0.3)  # the first request's 0.6 s end while the second is in flight
+        assert await pool.request("POST", "/p", b"", {}, 1.0) == (200, b"ok")
+        await asyncio.sleep(0.6)  # the second's deadline passes: the connection has no timer now
         assert await pool.request("POST", "/p", b"", {}, 60) == (200, b"ok")  # its timer: 60 s away
         loop = asyncio.get_running_loop()
         started = loop.time()
