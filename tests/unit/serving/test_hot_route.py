@@ -88,9 +88,10 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
     return int(status_line.split()[1]), headers, body
 
 
-async def exchange(port: int, *raw: bytes, closes: bool = False) -> tuple[list[Answer], bool]:
+async def exchange(port: int, *raw: bytes, closes: bool = False, wait_s: float = 5.0) -> tuple[list[Answer], bool]:
     """Send ``raw`` (each a whole request, all at once: pipelined when several) and read an answer for each;
-    with ``closes``, also whether the server then closed the connection (waiting up to 0.3 s to see)."""
+    with ``closes``, also whether the server then closed the connection (waiting up to ``wait_s`` to see:
+    long, so that a busy machine cannot make a close look missing; short where staying open is expected)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(b"".join(raw))
@@ -99,7 +100,7 @@ async def exchange(port: int, *raw: bytes, closes: bool = False) -> tuple[list[A
         if not closes:
             return answers, False
         try:
-            closed = await asyncio.wait_for(reader.read(1), 0.3) == b""
+            closed = await asyncio.wait_for(reader.read(1), wait_s) == b""
         except asyncio.TimeoutError:
             closed = False
         return answers, closed
@@ -172,7 +173,7 @@ async def test_kept_alive_and_pipelined_requests_are_answered_in_order(pair: Pai
     raws = [request("/v1/models/m:predict", b'{"instances": [[1, 2]]}'),
             request("/v1/models/m:predict", b'{"instances": [[3]]}', {"content-type": "text/plain"}),
             request("/v1/models/m:predict", b'{"instances": [[5, 5], [6]]}')]
-    answers, closed = await exchange(pair.ports[0], *raws, closes=True)
+    answers, closed = await exchange(pair.ports[0], *raws, closes=True, wait_s=0.3)
     assert [(status, body) for status, _, body in answers] == [
         (200, b'{"predictions":[3]}'), (415, answers[1][2]), (200, b'{"predictions":[10,6]}')]
     assert not closed
