@@ -192,7 +192,7 @@ class Operations:
             try:
                 await r.register_in(self.admin)
             except ManagementError as exc:
-                reason = self._load_failure(r.spec.name, r.ts_version) if exc.status in (500, 507) else None
+                reason = await r.load_failure(self._load_failure) if exc.status in (500, 507) else None
                 if reason is not None:  # TorchServe's answer names no cause; its log does
                     raise ManagementError(exc.status, f"{exc.message}: {reason}", exc.type) from None
                 raise

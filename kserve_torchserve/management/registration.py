@@ -62,14 +62,21 @@ class Registration:
         await admin.wait_ready(self.spec.name, self.ts_version)
         self.model.ready = True
 
-    async def not_loaded(self, answer: str, load_failure: Callable[[str, str], str | None]) -> None:
-        """Kept, not ready, with the reason its workers could not load (``load_failure``, from
-        TorchServe's log, else TorchServe's ``answer``); one line in the log."""
+    async def load_failure(self, load_failure: Callable[[str, str], str | None]) -> str | None:
+        """Why its workers could not load, from TorchServe's log (``load_failure``): waited for a
+        little, because TorchServe's answer can overtake the worker's last lines on their way to us
+        (at start-up, and at run time: a clean-clone CI run of 01f97c3 got the answer without them)."""
         deadline = time.monotonic() + _REASON_WAIT_S
         reason = load_failure(self.spec.name, self.ts_version)
         while reason is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             reason = load_failure(self.spec.name, self.ts_version)
+        return reason
+
+    async def not_loaded(self, answer: str, load_failure: Callable[[str, str], str | None]) -> None:
+        """Kept, not ready, with the reason its workers could not load (``load_failure``, from
+        TorchServe's log, else TorchServe's ``answer``); one line in the log."""
+        reason = await self.load_failure(load_failure)
         self.model.failure = f"its workers could not load: {reason or answer}"
         logger.error("model %s version %s is not served: its workers could not load: %s (its traceback is in "
                      "TorchServe's lines above; the other models are served)", self.spec.name, self.spec.version,

@@ -3,17 +3,20 @@ whose workers cannot load."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kserve_torchserve.backend.worker_log import LoadFailures
 from kserve_torchserve.config.model_config import ModelSpec, read_model_config
 from kserve_torchserve.config.properties import model_entry
 from kserve_torchserve.config.settings import parse_ts_env
 from kserve_torchserve.errors import ManagementError, StartupError
 from kserve_torchserve.management.operations import Operations
+from kserve_torchserve.management import registration
 from kserve_torchserve.management.registration import Limits
 from kserve_torchserve.management.registry import ModelRegistry
 from kserve_torchserve.serving.model import TorchServeModel
@@ -117,6 +120,44 @@ async def test_a_failure_is_forgotten_when_the_model_loads_again() -> None:
     await ops.restore()  # a TorchServe restart tries it again
     broken = ops.registry.find("broken")
     assert broken is not None and broken.ready and broken.failure is None
+
+
+class UnregisteringAdmin(FakeAdmin):
+    async def unregister(self, name: str, version: str) -> None:
+        self.calls.append(("unregister", name))
+
+
+def _late_reason_ops(failures: LoadFailures) -> tuple[Operations, UnregisteringAdmin]:
+    admin = UnregisteringAdmin({"late"})
+    ops = operations()
+    ops.admin = admin  # type: ignore[assignment]
+    ops._load_failure = failures.reason
+    return ops, admin
+
+
+async def test_a_run_time_load_failure_answers_with_the_reason_that_arrives_after_torchserves_answer() -> None:
+    """TorchServe's "Failed to start workers" can reach us before the worker's own lines do (a CI-like
+    run saw it): the answer waits for them, as start-up does, then names the cause."""
+    failures = LoadFailures()
+    ops, admin = _late_reason_ops(failures)
+    asyncio.get_running_loop().call_later(0.3, failures.feed, "2026-11-28T21:00:00,000 [INFO ] W-9001-late_1.0-stdout "
+                                          "MODEL_LOG - Failed to load model late, exception cannot load: weights missing")
+    with pytest.raises(ManagementError) as refused:
+        await ops.activate(ops.registration(ModelSpec("late", "1.0", "late.mar", "h"), "1.0", "file:///m"))
+    assert refused.value.status == 500
+    assert refused.value.message == "Failed to start workers for model late version: 1.0: cannot load: weights missing"
+    assert ("unregister", "late") in admin.calls  # nothing half-registered is left
+
+
+async def test_a_run_time_load_failure_with_no_reason_in_the_log_keeps_torchserves_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registration, "_REASON_WAIT_S", 0.2)
+    ops, admin = _late_reason_ops(LoadFailures())
+    with pytest.raises(ManagementError) as refused:
+        await asyncio.wait_for(ops.activate(ops.registration(ModelSpec("late", "1.0", "late.mar", "h"), "1.0",
+                                                             "file:///m")), 5)
+    assert (refused.value.status, refused.value.message) == (500, "Failed to start workers for model late version: 1.0")
+    assert ("unregister", "late") in admin.calls
 
 
 class RecordingAdmin(FakeAdmin):
