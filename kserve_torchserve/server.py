@@ -132,7 +132,7 @@ class Server:
             settings, client, layout.root, layout.model_store, storage_dir if storage_dir.is_dir() else None, props,
             backend_up=lambda: supervisor.available, latency_logging=per_request_logging(), per_request=per_request,
             front_batching=settings.front_batching,
-            load_failure=load_failures.reason,
+            load_failure=load_failures.wait_reason,
         )
         registrations = management.operations.add_startup(store.specs, settings.model_api.traffic)
         torch_threads = threads_per_worker(sum(r.min_workers for r in registrations))

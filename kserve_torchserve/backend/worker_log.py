@@ -14,6 +14,7 @@ traceback, whose last ``SomethingError: message`` line is then the reason.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 _WORKER_LINE = re.compile(r"W-\d+-(?P<worker>\S+)-std(?:out|err) MODEL_LOG - (?P<text>.*)$")
@@ -22,6 +23,9 @@ _EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception)): (?P<why
 # TorchServe's worker re-raises a load failure as "RuntimeError: 500 - Unknown exception": not the cause.
 _RERAISED = re.compile(r"^RuntimeError: \d{3} - ")
 _MAX_MODELS = 1024
+# TorchServe's answer to a registration can overtake the worker's last lines on their way to
+# ``feed`` (worker stdout -> Java's reader -> log4j -> Java's stdout -> our pipe reader).
+REASON_WAIT_S = 5.0
 
 
 class LoadFailures:
@@ -67,3 +71,15 @@ class LoadFailures:
     def reason(self, model: str, version: str) -> str | None:
         key = f"{model}_{version}"
         return self._stated.get(key) or self._raised.get(key)
+
+    async def wait_reason(self, model: str, version: str) -> str | None:
+        """``reason``, once TorchServe has said its workers failed: waited for up to REASON_WAIT_S,
+        polled, since the lines may still be on their way (a clean-clone CI run of 01f97c3 got the
+        answer without them). None: the log never gave one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REASON_WAIT_S
+        reason = self.reason(model, version)
+        while reason is None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            reason = self.reason(model, version)
+        return reason

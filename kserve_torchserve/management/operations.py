@@ -31,7 +31,7 @@ from ..config.model_config import ModelSpec
 from ..errors import ManagementError, StartupError
 from ..model_store.stage import Staged, discard, stage
 from ..serving.model import TorchServeModel
-from .registration import Limits, Registration
+from .registration import Limits, LoadFailure, Registration, no_load_failure
 from .registry import ModelRegistry, version_key
 from .traffic import Split, startup_splits
 
@@ -50,7 +50,7 @@ class Operations:
         entry_for: Callable[[ModelSpec], dict[str, Any]],
         make_model: Callable[[ModelSpec, float, str], TorchServeModel],
         backend_up: Callable[[], bool],
-        load_failure: Callable[[str, str], str | None] = lambda name, version: None,
+        load_failure: LoadFailure = no_load_failure,
     ) -> None:
         self.registry = registry
         self.admin = admin
@@ -192,7 +192,7 @@ class Operations:
             try:
                 await r.register_in(self.admin)
             except ManagementError as exc:
-                reason = await r.load_failure(self._load_failure) if exc.status in (500, 507) else None
+                reason = await self._load_failure(r.spec.name, r.ts_version) if exc.status in (500, 507) else None
                 if reason is not None:  # TorchServe's answer names no cause; its log does
                     raise ManagementError(exc.status, f"{exc.message}: {reason}", exc.type) from None
                 raise

@@ -6,11 +6,9 @@ so that a registration's settings and its three TorchServe calls read in one pla
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 from ..backend.model_admin import ModelAdmin
 from ..config.model_config import ModelSpec
@@ -18,7 +16,15 @@ from ..model_store.stage import Staged
 from ..serving.model import TorchServeModel
 
 logger = logging.getLogger(__name__)
-_REASON_WAIT_S = 5.0  # TorchServe's answer can overtake the worker's last log lines on their way to us
+
+# (name, TorchServe version) -> why its workers could not load, from TorchServe's log; None if it
+# never says (backend/worker_log.py's LoadFailures.wait_reason, which waits for late lines).
+LoadFailure = Callable[[str, str], Awaitable["str | None"]]
+
+
+async def no_load_failure(name: str, version: str) -> str | None:
+    """A LoadFailure with no log to read: TorchServe's answer stands alone."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -62,21 +68,10 @@ class Registration:
         await admin.wait_ready(self.spec.name, self.ts_version)
         self.model.ready = True
 
-    async def load_failure(self, load_failure: Callable[[str, str], str | None]) -> str | None:
-        """Why its workers could not load, from TorchServe's log (``load_failure``): waited for a
-        little, because TorchServe's answer can overtake the worker's last lines on their way to us
-        (at start-up, and at run time: a clean-clone CI run of 01f97c3 got the answer without them)."""
-        deadline = time.monotonic() + _REASON_WAIT_S
-        reason = load_failure(self.spec.name, self.ts_version)
-        while reason is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            reason = load_failure(self.spec.name, self.ts_version)
-        return reason
-
-    async def not_loaded(self, answer: str, load_failure: Callable[[str, str], str | None]) -> None:
+    async def not_loaded(self, answer: str, load_failure: LoadFailure) -> None:
         """Kept, not ready, with the reason its workers could not load (``load_failure``, from
         TorchServe's log, else TorchServe's ``answer``); one line in the log."""
-        reason = await self.load_failure(load_failure)
+        reason = await load_failure(self.spec.name, self.ts_version)
         self.model.failure = f"its workers could not load: {reason or answer}"
         logger.error("model %s version %s is not served: its workers could not load: %s (its traceback is in "
                      "TorchServe's lines above; the other models are served)", self.spec.name, self.spec.version,

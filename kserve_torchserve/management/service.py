@@ -25,6 +25,7 @@ from ..serving.grpc_repository import RepositoryHandlers
 from ..serving.model import TorchServeModel
 from .api import ManagementApi
 from .operations import Operations
+from .registration import LoadFailure, no_load_failure
 from .registration import Limits
 from .registry import ModelRegistry
 from .repository import RepositoryExtension
@@ -51,7 +52,7 @@ def batched_in_front(entry: dict[str, Any]) -> tuple[int, int, int] | None:
 def build_management(
     settings: Settings, client: TorchServeClient, work_root: Path, store_root: Path, storage_dir: Path | None,
     props: dict[str, str], backend_up: Callable[[], bool], latency_logging: bool, per_request: bool = True,
-    front_batching: bool = True, load_failure: Callable[[str, str], str | None] = lambda name, version: None,
+    front_batching: bool = True, load_failure: LoadFailure = no_load_failure,
 ) -> Management:
     """Everything that decides what is served, wired to one TorchServe client."""
     response_timeout = int(props["default_response_timeout"])

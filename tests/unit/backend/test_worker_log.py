@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
+from kserve_torchserve.backend import worker_log
 from kserve_torchserve.backend.worker_log import LoadFailures
 
 _W = "[INFO ] W-9001-broken_1.0-stdout MODEL_LOG - "
@@ -36,3 +41,13 @@ def test_a_new_attempt_replaces_the_old_ones_reason_once_it_gives_one_and_other_
     failures.feed(_W + "Traceback (most recent call last):")
     failures.feed(_W + "ValueError: second")
     assert failures.reason("broken", "1.0") == "ValueError: second"  # the old attempt's words are gone
+
+
+async def test_a_reason_still_on_its_way_is_waited_for_and_a_missing_one_is_none_after_the_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """TorchServe's "Failed to start workers" can reach us before the worker's lines do."""
+    failures = LoadFailures()
+    asyncio.get_running_loop().call_later(0.2, failures.feed, _W + "Failed to load model broken, exception late")
+    assert await asyncio.wait_for(failures.wait_reason("broken", "1.0"), 5) == "late"
+    monkeypatch.setattr(worker_log, "REASON_WAIT_S", 0.2)
+    assert await asyncio.wait_for(failures.wait_reason("other", "1.0"), 5) is None

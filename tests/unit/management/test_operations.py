@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from kserve_torchserve.backend import worker_log
 from kserve_torchserve.backend.worker_log import LoadFailures
 from kserve_torchserve.config.model_config import ModelSpec, read_model_config
 from kserve_torchserve.config.properties import model_entry
 from kserve_torchserve.config.settings import parse_ts_env
 from kserve_torchserve.errors import ManagementError, StartupError
 from kserve_torchserve.management.operations import Operations
-from kserve_torchserve.management import registration
 from kserve_torchserve.management.registration import Limits
 from kserve_torchserve.management.registry import ModelRegistry
 from kserve_torchserve.serving.model import TorchServeModel
@@ -88,7 +88,11 @@ def restoring(broken: set[str]) -> tuple[Operations, FakeAdmin]:
     admin = FakeAdmin(broken)
     ops = operations()
     ops.admin = admin  # type: ignore[assignment]
-    ops._load_failure = lambda name, version: "RuntimeError: weights missing" if name in broken else None
+
+    async def load_failure(name: str, version: str) -> str | None:
+        return "RuntimeError: weights missing" if name in broken else None
+
+    ops._load_failure = load_failure
     ops.add_startup([ModelSpec("good", "1.0", "good.mar", "h"), ModelSpec("broken", "1.0", "broken.mar", "h")], {})
     return ops, admin
 
@@ -131,7 +135,7 @@ def _late_reason_ops(failures: LoadFailures) -> tuple[Operations, UnregisteringA
     admin = UnregisteringAdmin({"late"})
     ops = operations()
     ops.admin = admin  # type: ignore[assignment]
-    ops._load_failure = failures.reason
+    ops._load_failure = failures.wait_reason
     return ops, admin
 
 
@@ -151,7 +155,7 @@ async def test_a_run_time_load_failure_answers_with_the_reason_that_arrives_afte
 
 async def test_a_run_time_load_failure_with_no_reason_in_the_log_keeps_torchserves_answer(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registration, "_REASON_WAIT_S", 0.2)
+    monkeypatch.setattr(worker_log, "REASON_WAIT_S", 0.2)
     ops, admin = _late_reason_ops(LoadFailures())
     with pytest.raises(ManagementError) as refused:
         await asyncio.wait_for(ops.activate(ops.registration(ModelSpec("late", "1.0", "late.mar", "h"), "1.0",
