@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 import uvloop
-from concurrent import futures
 from grpc import aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
